@@ -1,0 +1,199 @@
+//! The JWT otpgate issues and enforces: HS256 only, with iss, aud, exp, nbf
+//! checked locally (no storage call) on every protected request.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::JwtConfig;
+use crate::store::User;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id, as a string.
+    pub sub: String,
+    pub mobile: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+    pub jti: String,
+}
+
+/// What the `Authorization` header holds, as far as a bearer token goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// No header, or another scheme: there is no token.
+    Missing,
+    /// `Bearer` with a value (maybe empty or garbage: verification decides).
+    Token(&'a str),
+}
+
+impl<'a> Bearer<'a> {
+    /// Reads `Bearer <token>`, the scheme in any letter case.
+    pub fn from_header(value: Option<&'a [u8]>) -> Self {
+        let Some(value) = value else {
+            return Self::Missing;
+        };
+        let Ok(value) = std::str::from_utf8(value) else {
+            return Self::Token("");
+        };
+        let value = value.trim();
+        match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Self::Token(token.trim())
+            }
+            None if value.eq_ignore_ascii_case("bearer") => Self::Token(""),
+            _ => Self::Missing,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    header: Header,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl Tokens {
+    pub fn new(config: &JwtConfig) -> Self {
+        let secret = config.secret.expose().as_bytes();
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = config.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            header: Header::new(Algorithm::HS256),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ttl: config.ttl,
+        }
+    }
+
+    /// Signs a token for `user`, valid from `now` (unix seconds) for the configured ttl.
+    pub fn issue(&self, user: &User, now: i64) -> IssuedToken {
+        let ttl = self.ttl.as_secs();
+        let claims = Claims {
+            sub: user.id.to_string(),
+            mobile: user.mobile.clone(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add_unsigned(ttl),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail");
+        IssuedToken {
+            token,
+            expires_in: ttl,
+        }
+    }
+
+    /// Verifies signature (HS256 only), exp, nbf, iss and aud.
+    pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn config() -> JwtConfig {
+        JwtConfig {
+            secret: Secret::new("s".repeat(32)),
+            issuer: "otpgate".into(),
+            audience: "otpgate".into(),
+            ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(30),
+        }
+    }
+
+    fn user() -> User {
+        User {
+            id: 7,
+            mobile: "+15550001111".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+            email: "a@b.co".into(),
+            verified: true,
+            created_at: 0,
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn issued_tokens_verify_with_all_claims() {
+        let tokens = Tokens::new(&config());
+        let issued = tokens.issue(&user(), now());
+        assert_eq!(issued.expires_in, 3600);
+        let claims = tokens.verify(&issued.token).unwrap();
+        assert_eq!(claims.sub, "7");
+        assert_eq!(claims.mobile, "+15550001111");
+        assert_eq!(claims.exp - claims.iat, 3600);
+        assert_eq!(claims.nbf, claims.iat);
+        assert_eq!(
+            (claims.iss.as_str(), claims.aud.as_str()),
+            ("otpgate", "otpgate")
+        );
+        let again = tokens.issue(&user(), now());
+        assert_ne!(claims.jti, tokens.verify(&again.token).unwrap().jti);
+    }
+
+    #[test]
+    fn expiry_respects_the_leeway() {
+        let tokens = Tokens::new(&config());
+        let t = now();
+        let just_expired = tokens.issue(&user(), t - 3600 - 10);
+        assert!(
+            tokens.verify(&just_expired.token).is_ok(),
+            "within 30s leeway"
+        );
+        let expired = tokens.issue(&user(), t - 3600 - 60);
+        assert!(tokens.verify(&expired.token).is_err());
+        let future = tokens.issue(&user(), t + 120);
+        assert!(tokens.verify(&future.token).is_err(), "nbf in the future");
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(Bearer::from_header(None), Bearer::Missing);
+        assert_eq!(Bearer::from_header(Some(b"Basic abc")), Bearer::Missing);
+        assert_eq!(
+            Bearer::from_header(Some(b"bEaReR abc")),
+            Bearer::Token("abc")
+        );
+        assert_eq!(Bearer::from_header(Some(b"Bearer ")), Bearer::Token(""));
+        assert_eq!(Bearer::from_header(Some(b"Bearer")), Bearer::Token(""));
+        assert_eq!(Bearer::from_header(Some(b"Bearer \xff")), Bearer::Token(""));
+    }
+}

@@ -1,0 +1,257 @@
+//! Configuration: parsed once at start into strong types, so no later code
+//! re-checks a string or unwraps an option that validation already settled.
+//!
+//! Loading is YAML -> `${VAR}` expansion -> strict schema (`raw`) -> seed
+//! `.env` overrides -> validation (`validate`). Every error names its key path.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+
+pub use env::Env;
+
+/// A configuration error and the key it is about (`routes[2].upstreams[0]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub otp: OtpConfig,
+    pub sms: SmsConfig,
+    pub jwt: JwtConfig,
+    pub auth: AuthConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub admin_listen: Option<SocketAddr>,
+    pub access_log: bool,
+    /// How long a stopping server keeps accepting before it drains (SIGTERM).
+    pub grace_period: Duration,
+    /// How long in-flight requests get to finish once draining starts.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// Upper bound of any single storage call; past it the call fails as unavailable.
+    pub timeout: Duration,
+    /// Connection attempts at start (one second apart) before refusing to start.
+    pub connect_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageBackend {
+    Embedded {
+        sqlite_path: PathBuf,
+    },
+    MysqlRedis {
+        mysql_url: Secret,
+        redis_url: Secret,
+        redis_key_prefix: String,
+        auto_migrate: bool,
+        mysql_pool_max: usize,
+    },
+}
+
+impl StorageBackend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Embedded { .. } => "embedded",
+            Self::MysqlRedis { .. } => "mysql_redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OtpConfig {
+    pub length: usize,
+    pub ttl: Duration,
+    pub cooldown: Duration,
+    pub max_attempts: u32,
+    /// `+` and 1-4 digits, prefixed to numbers given without `+`.
+    pub default_country_code: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    pub provider: SmsProvider,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum SmsProvider {
+    Console,
+    File { path: PathBuf },
+    Webhook { url: url::Url },
+    Twilio(TwilioConfig),
+}
+
+impl SmsProvider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Console => "console",
+            Self::File { .. } => "file",
+            Self::Webhook { .. } => "webhook",
+            Self::Twilio(_) => "twilio",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub from: String,
+    pub api_base: url::Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub secret: Secret,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: Duration,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Empty, or `/x` without a trailing slash.
+    pub path_prefix: String,
+    pub identity_headers: IdentityHeaderNames,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaderNames {
+    pub user_id: HeaderName,
+    pub mobile: HeaderName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Optional,
+    Public,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+            Self::Public => "public",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub prefix: String,
+    /// Lower-case host name without port; `None` matches any host.
+    pub host: Option<String>,
+    /// As written, for display.
+    pub upstream_names: Vec<String>,
+    /// Resolved once at start.
+    pub upstreams: Vec<SocketAddr>,
+    pub auth: AuthMode,
+    pub strip_prefix: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub health_check_interval: Duration,
+}
+
+/// Loads `path` with the process environment and the `.env` of the working
+/// directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let env = Env::load(Path::new(".env"))?;
+    load_with_env(path, &env)
+}
+
+pub fn load_with_env(path: &Path, env: &Env) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+    parse(&text, env)
+}
+
+/// Parses and validates YAML text.
+pub fn parse(text: &str, env: &Env) -> Result<Config, ConfigError> {
+    let mut tree: serde_json::Value = if text.trim().is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
+    };
+    if tree.is_null() {
+        tree = serde_json::Value::Object(Default::default());
+    }
+    env::expand(&mut tree, env, "")?;
+    let mut raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::new(path, e.into_inner().to_string())
+    })?;
+    env::apply_seed_overrides(&mut raw, env)?;
+    validate::validate(raw)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! The YAML schema exactly as operators write it. Every struct refuses unknown
+//! keys; `validate` turns these loose values into the strong types of `super`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub storage: RawStorage,
+    pub otp: RawOtp,
+    pub sms: RawSms,
+    pub jwt: RawJwt,
+    pub auth: RawAuth,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    #[serde(deserialize_with = "lenient")]
+    pub threads: usize,
+    pub admin_listen: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub access_log: bool,
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            threads: 2,
+            admin_listen: None,
+            access_log: true,
+            grace_period: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    pub backend: String,
+    pub sqlite_path: String,
+    pub mysql_url: String,
+    pub redis_url: String,
+    pub redis_key_prefix: String,
+    #[serde(deserialize_with = "lenient")]
+    pub auto_migrate: bool,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "lenient")]
+    pub connect_attempts: u32,
+    #[serde(deserialize_with = "lenient")]
+    pub mysql_pool_max: usize,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            backend: "embedded".into(),
+            sqlite_path: "data/otpgate.sqlite3".into(),
+            mysql_url: "mysql://root@127.0.0.1:3306/otp_auth".into(),
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            redis_key_prefix: "otpgate:".into(),
+            auto_migrate: true,
+            timeout: Duration::from_secs(2),
+            connect_attempts: 5,
+            mysql_pool_max: 32,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtp {
+    #[serde(deserialize_with = "lenient")]
+    pub length: usize,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    #[serde(deserialize_with = "lenient")]
+    pub max_attempts: u32,
+    pub default_country_code: String,
+}
+
+impl Default for RawOtp {
+    fn default() -> Self {
+        Self {
+            length: 6,
+            ttl: Duration::from_secs(300),
+            cooldown: Duration::from_secs(30),
+            max_attempts: 5,
+            default_country_code: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSms {
+    pub provider: String,
+    pub file_path: String,
+    pub webhook_url: String,
+    pub twilio: RawTwilio,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RawSms {
+    fn default() -> Self {
+        Self {
+            provider: "console".into(),
+            file_path: "data/sms-outbox.jsonl".into(),
+            webhook_url: String::new(),
+            twilio: RawTwilio::default(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTwilio {
+    pub account_sid: String,
+    pub auth_token: String,
+    pub from: String,
+    pub api_base: String,
+}
+
+impl Default for RawTwilio {
+    fn default() -> Self {
+        Self {
+            account_sid: String::new(),
+            auth_token: String::new(),
+            from: String::new(),
+            api_base: "https://api.twilio.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwt {
+    pub algorithm: String,
+    pub secret: String,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for RawJwt {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".into(),
+            secret: String::new(),
+            issuer: "otpgate".into(),
+            audience: "otpgate".into(),
+            ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    pub path_prefix: String,
+    pub identity_headers: RawIdentityHeaders,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdentityHeaders {
+    pub user_id: String,
+    pub mobile: String,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user_id: "X-User-Id".into(),
+            mobile: "X-User-Mobile".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    pub upstreams: Vec<String>,
+    #[serde(default = "default_auth_mode")]
+    pub auth: String,
+    #[serde(default, deserialize_with = "lenient")]
+    pub strip_prefix: bool,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "default_health_check_interval", with = "humantime_serde")]
+    pub health_check_interval: Duration,
+}
+
+fn default_auth_mode() -> String {
+    "required".into()
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_health_check_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Accepts a native YAML scalar or a string holding one, so that a value
+/// produced by `${VAR}` expansion (always a string) still fills a number or a
+/// boolean field.
+fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr + Deserialize<'de>,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lenient<T> {
+        Native(T),
+        Text(String),
+    }
+    match Lenient::<T>::deserialize(deserializer)? {
+        Lenient::Native(value) => Ok(value),
+        Lenient::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| serde::de::Error::custom(format!("invalid value {text:?}: {e}"))),
+    }
+}

@@ -1,0 +1,433 @@
+//! Raw YAML values -> strong types. The only place config rules live.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::raw::{RawConfig, RawRoute, RawSms};
+use super::*;
+
+/// The HS256 key must be at least this long (RFC 7518 section 3.2).
+const MIN_SECRET_BYTES: usize = 32;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T> {
+    Err(ConfigError::new(path, message))
+}
+
+pub fn validate(raw: RawConfig) -> Result<Config> {
+    let server = server(&raw)?;
+    let storage = storage(&raw)?;
+    let otp = otp(&raw)?;
+    let sms = sms(&raw.sms)?;
+    let jwt = jwt(&raw)?;
+    let auth = auth(&raw)?;
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut names = HashSet::new();
+    let mut keys = HashSet::new();
+    for (i, route) in raw.routes.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let route = self::route(&path, route)?;
+        if !names.insert(route.name.clone()) {
+            return err(
+                format!("{path}.name"),
+                format!("duplicate route name {:?}", route.name),
+            );
+        }
+        if !keys.insert((route.host.clone(), route.prefix.clone())) {
+            return err(
+                format!("{path}.prefix"),
+                format!(
+                    "another route already has prefix {:?} for {}",
+                    route.prefix,
+                    route.host.as_deref().unwrap_or("any host")
+                ),
+            );
+        }
+        routes.push(route);
+    }
+    Ok(Config {
+        server,
+        storage,
+        otp,
+        sms,
+        jwt,
+        auth,
+        routes,
+    })
+}
+
+fn socket_addr(path: &str, value: &str) -> Result<SocketAddr> {
+    value.parse().or_else(|_| {
+        err(
+            path,
+            format!("expected an address like 127.0.0.1:8080, got {value:?}"),
+        )
+    })
+}
+
+fn positive(path: &str, value: Duration) -> Result<Duration> {
+    if value.is_zero() {
+        return err(path, "must be greater than zero");
+    }
+    Ok(value)
+}
+
+fn server(raw: &RawConfig) -> Result<ServerConfig> {
+    let s = &raw.server;
+    let listen = socket_addr("server.listen", &s.listen)?;
+    if !(1..=256).contains(&s.threads) {
+        return err("server.threads", "must be between 1 and 256");
+    }
+    let admin_listen = match s.admin_listen.as_deref() {
+        None | Some("") => None,
+        Some(value) => {
+            let addr = socket_addr("server.admin_listen", value)?;
+            if addr == listen {
+                return err("server.admin_listen", "must differ from server.listen");
+            }
+            Some(addr)
+        }
+    };
+    Ok(ServerConfig {
+        listen,
+        threads: s.threads,
+        admin_listen,
+        access_log: s.access_log,
+        grace_period: s.grace_period,
+        shutdown_timeout: s.shutdown_timeout,
+    })
+}
+
+fn storage(raw: &RawConfig) -> Result<StorageConfig> {
+    let s = &raw.storage;
+    let backend = match s.backend.as_str() {
+        "embedded" => {
+            if s.sqlite_path.trim().is_empty() {
+                return err("storage.sqlite_path", "must not be empty");
+            }
+            StorageBackend::Embedded {
+                sqlite_path: PathBuf::from(&s.sqlite_path),
+            }
+        }
+        "mysql_redis" => {
+            check_url("storage.mysql_url", &s.mysql_url, &["mysql"])?;
+            check_url("storage.redis_url", &s.redis_url, &["redis", "rediss"])?;
+            if s.redis_key_prefix.is_empty() {
+                return err(
+                    "storage.redis_key_prefix",
+                    "must not be empty: it keeps otpgate's keys apart from others",
+                );
+            }
+            if s.mysql_pool_max == 0 {
+                return err("storage.mysql_pool_max", "must be at least 1");
+            }
+            StorageBackend::MysqlRedis {
+                mysql_url: Secret::new(&s.mysql_url),
+                redis_url: Secret::new(&s.redis_url),
+                redis_key_prefix: s.redis_key_prefix.clone(),
+                auto_migrate: s.auto_migrate,
+                mysql_pool_max: s.mysql_pool_max,
+            }
+        }
+        other => {
+            return err(
+                "storage.backend",
+                format!("expected embedded or mysql_redis, got {other:?}"),
+            );
+        }
+    };
+    if s.connect_attempts == 0 {
+        return err("storage.connect_attempts", "must be at least 1");
+    }
+    Ok(StorageConfig {
+        backend,
+        timeout: positive("storage.timeout", s.timeout)?,
+        connect_attempts: s.connect_attempts,
+    })
+}
+
+fn check_url(path: &str, value: &str, schemes: &[&str]) -> Result<url::Url> {
+    // Never echo the value: it may hold a password.
+    let url = url::Url::parse(value).or_else(|e| err(path, format!("not a valid URL ({e})")))?;
+    if !schemes.contains(&url.scheme()) {
+        return err(
+            path,
+            format!(
+                "scheme must be {}, got {:?}",
+                schemes.join(" or "),
+                url.scheme()
+            ),
+        );
+    }
+    Ok(url)
+}
+
+fn otp(raw: &RawConfig) -> Result<OtpConfig> {
+    let o = &raw.otp;
+    if !(4..=10).contains(&o.length) {
+        return err("otp.length", "must be between 4 and 10 digits");
+    }
+    if o.ttl < Duration::from_secs(1) {
+        return err("otp.ttl", "must be at least 1s");
+    }
+    if !(1..=100).contains(&o.max_attempts) {
+        return err("otp.max_attempts", "must be between 1 and 100");
+    }
+    let code = o.default_country_code.trim();
+    let default_country_code = if code.is_empty() {
+        None
+    } else {
+        let digits = code.strip_prefix('+').unwrap_or(code);
+        if !(1..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return err(
+                "otp.default_country_code",
+                format!("expected + and 1-4 digits like \"+91\", got {code:?}"),
+            );
+        }
+        Some(format!("+{digits}"))
+    };
+    Ok(OtpConfig {
+        length: o.length,
+        ttl: o.ttl,
+        cooldown: o.cooldown,
+        max_attempts: o.max_attempts,
+        default_country_code,
+    })
+}
+
+fn sms(s: &RawSms) -> Result<SmsConfig> {
+    let provider = match s.provider.as_str() {
+        "console" => SmsProvider::Console,
+        "file" => {
+            if s.file_path.trim().is_empty() {
+                return err("sms.file_path", "must not be empty with the file provider");
+            }
+            SmsProvider::File {
+                path: PathBuf::from(&s.file_path),
+            }
+        }
+        "webhook" => SmsProvider::Webhook {
+            url: check_url("sms.webhook_url", &s.webhook_url, &["http", "https"])?,
+        },
+        "twilio" => {
+            let t = &s.twilio;
+            for (key, value) in [
+                ("account_sid", &t.account_sid),
+                ("auth_token", &t.auth_token),
+                ("from", &t.from),
+            ] {
+                if value.trim().is_empty() {
+                    return err(
+                        format!("sms.twilio.{key}"),
+                        "must be set with the twilio provider",
+                    );
+                }
+            }
+            if !t.account_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return err("sms.twilio.account_sid", "must be alphanumeric");
+            }
+            SmsProvider::Twilio(TwilioConfig {
+                account_sid: t.account_sid.clone(),
+                auth_token: Secret::new(&t.auth_token),
+                from: t.from.clone(),
+                api_base: check_url("sms.twilio.api_base", &t.api_base, &["http", "https"])?,
+            })
+        }
+        other => {
+            return err(
+                "sms.provider",
+                format!("expected console, file, webhook or twilio, got {other:?}"),
+            );
+        }
+    };
+    Ok(SmsConfig {
+        provider,
+        timeout: positive("sms.timeout", s.timeout)?,
+    })
+}
+
+fn jwt(raw: &RawConfig) -> Result<JwtConfig> {
+    let j = &raw.jwt;
+    if j.algorithm != "HS256" {
+        return err(
+            "jwt.algorithm",
+            format!("only HS256 is supported, got {:?}", j.algorithm),
+        );
+    }
+    if j.secret.is_empty() {
+        return err(
+            "jwt.secret",
+            "is empty: set SECRET_KEY or jwt.secret (at least 32 bytes)",
+        );
+    }
+    if j.secret.len() < MIN_SECRET_BYTES {
+        return err(
+            "jwt.secret",
+            format!(
+                "is {} bytes; HS256 needs at least {MIN_SECRET_BYTES}",
+                j.secret.len()
+            ),
+        );
+    }
+    if j.issuer.is_empty() {
+        return err("jwt.issuer", "must not be empty");
+    }
+    if j.audience.is_empty() {
+        return err("jwt.audience", "must not be empty");
+    }
+    if j.ttl < Duration::from_secs(1) {
+        return err("jwt.ttl", "must be at least 1s");
+    }
+    if j.leeway > Duration::from_secs(300) {
+        return err("jwt.leeway", "must be at most 5m");
+    }
+    Ok(JwtConfig {
+        secret: Secret::new(&j.secret),
+        issuer: j.issuer.clone(),
+        audience: j.audience.clone(),
+        ttl: j.ttl,
+        leeway: j.leeway,
+    })
+}
+
+fn auth(raw: &RawConfig) -> Result<AuthConfig> {
+    let a = &raw.auth;
+    let prefix = a.path_prefix.as_str();
+    if !prefix.is_empty()
+        && (!prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains(['?', '#', ' ']))
+    {
+        return err(
+            "auth.path_prefix",
+            format!(
+                "expected \"\" or a path like \"/auth\" without trailing slash, got {prefix:?}"
+            ),
+        );
+    }
+    let user_id = identity_header("auth.identity_headers.user_id", &a.identity_headers.user_id)?;
+    let mobile = identity_header("auth.identity_headers.mobile", &a.identity_headers.mobile)?;
+    if user_id == mobile {
+        return err(
+            "auth.identity_headers.mobile",
+            "must differ from auth.identity_headers.user_id",
+        );
+    }
+    Ok(AuthConfig {
+        path_prefix: prefix.to_owned(),
+        identity_headers: IdentityHeaderNames { user_id, mobile },
+    })
+}
+
+fn identity_header(path: &str, name: &str) -> Result<HeaderName> {
+    let header = HeaderName::try_from(name)
+        .or_else(|_| err(path, format!("{name:?} is not a valid header name")))?;
+    const RESERVED: [&str; 8] = [
+        "host",
+        "authorization",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "x-forwarded-for",
+        "x-request-id",
+    ];
+    if RESERVED.contains(&header.as_str()) {
+        return err(path, format!("{name:?} is reserved"));
+    }
+    Ok(header)
+}
+
+fn route(path: &str, r: RawRoute) -> Result<RouteConfig> {
+    let name_ok = !r.name.is_empty()
+        && r.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return err(
+            format!("{path}.name"),
+            format!(
+                "expected letters, digits, '-', '_' or '.', got {:?}",
+                r.name
+            ),
+        );
+    }
+    if !r.prefix.starts_with('/') {
+        return err(
+            format!("{path}.prefix"),
+            format!("must start with '/', got {:?}", r.prefix),
+        );
+    }
+    let host = match r.host.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(host) => {
+            let valid = host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+            if !valid {
+                return err(
+                    format!("{path}.host"),
+                    format!("expected a host name without scheme or port, got {host:?}"),
+                );
+            }
+            Some(host.to_ascii_lowercase())
+        }
+    };
+    if r.upstreams.is_empty() {
+        return err(
+            format!("{path}.upstreams"),
+            "must name at least one upstream",
+        );
+    }
+    let mut upstreams = Vec::new();
+    for (i, upstream) in r.upstreams.iter().enumerate() {
+        let upath = format!("{path}.upstreams[{i}]");
+        if upstream.contains("://") || upstream.rsplit_once(':').is_none() {
+            return err(
+                upath,
+                format!("expected host:port like 127.0.0.1:9001, got {upstream:?}"),
+            );
+        }
+        let resolved = upstream
+            .to_socket_addrs()
+            .or_else(|e| err(&upath, format!("cannot resolve {upstream:?}: {e}")))?;
+        let before = upstreams.len();
+        for addr in resolved {
+            if !upstreams.contains(&addr) {
+                upstreams.push(addr);
+            }
+        }
+        if upstreams.len() == before {
+            return err(upath, format!("{upstream:?} duplicates another upstream"));
+        }
+    }
+    let auth = match r.auth.as_str() {
+        "required" => AuthMode::Required,
+        "optional" => AuthMode::Optional,
+        "public" => AuthMode::Public,
+        other => {
+            return err(
+                format!("{path}.auth"),
+                format!("expected required, optional or public, got {other:?}"),
+            );
+        }
+    };
+    Ok(RouteConfig {
+        name: r.name,
+        prefix: r.prefix,
+        host,
+        upstream_names: r.upstreams,
+        upstreams,
+        auth,
+        strip_prefix: r.strip_prefix,
+        connect_timeout: positive(&format!("{path}.connect_timeout"), r.connect_timeout)?,
+        read_timeout: positive(&format!("{path}.read_timeout"), r.read_timeout)?,
+        health_check_interval: positive(
+            &format!("{path}.health_check_interval"),
+            r.health_check_interval,
+        )?,
+    })
+}

@@ -1,0 +1,436 @@
+//! The life of a request, one Pingora phase at a time:
+//! `request_filter` answers auth endpoints, unknown routes and bad tokens
+//! itself; `upstream_peer` picks a healthy upstream round robin;
+//! `upstream_request_filter` rewrites the identity and forwarding headers;
+//! `fail_to_proxy` turns upstream failures into JSON; `logging` records.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use pingora::ErrorType;
+use pingora::http::RequestHeader;
+use pingora::lb::LoadBalancer;
+use pingora::lb::selection::RoundRobin;
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use super::metrics::StatusCounters;
+use super::respond::{content_length, send_error, send_json};
+use super::router::Router;
+use crate::api::ApiError;
+use crate::auth::AuthService;
+use crate::auth::endpoints::{self, AuthRequest, Endpoint, EndpointPaths, MAX_BODY_BYTES};
+use crate::auth::token::{Bearer, Claims, Tokens};
+use crate::config::{AuthMode, IdentityHeaderNames};
+
+/// Idle upstream connections are kept this long for reuse.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+const NO_UPSTREAM: ErrorType = ErrorType::Custom("no healthy upstream");
+
+/// A route as the proxy uses it, with its load balancer and counters.
+pub struct Route {
+    pub name: String,
+    pub prefix: String,
+    pub auth: AuthMode,
+    pub strip_prefix: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    pub upstream_count: usize,
+    pub counters: StatusCounters,
+}
+
+/// Request ids unique across instances: a random per-process part and a counter.
+pub struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        Self {
+            prefix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+pub struct Gateway {
+    pub router: Router<Arc<Route>>,
+    pub endpoints: EndpointPaths,
+    pub auth: Arc<AuthService>,
+    /// Storage clients live on this runtime; auth calls run there.
+    pub auth_runtime: tokio::runtime::Handle,
+    pub tokens: Arc<Tokens>,
+    pub identity: IdentityHeaderNames,
+    pub request_ids: RequestIds,
+    pub access_log: bool,
+    pub auth_counters: StatusCounters,
+    pub unrouted_counters: StatusCounters,
+}
+
+/// What the early phases decided, for the later ones.
+pub struct RequestCtx {
+    started: Instant,
+    route: Option<Arc<Route>>,
+    endpoint: Option<Endpoint>,
+    claims: Option<Claims>,
+    request_id: Option<String>,
+    tried: Vec<PeerAddr>,
+    upstream: Option<PeerAddr>,
+}
+
+impl Gateway {
+    /// Serves an auth endpoint on the auth runtime and writes its reply.
+    async fn serve_auth(&self, session: &mut Session, endpoint: Endpoint) -> Result<()> {
+        match self.auth_reply(session, endpoint).await {
+            Ok(reply) => send_json(session, reply.status, &[], reply.body).await,
+            Err(error) => send_error(session, &error).await,
+        }
+    }
+
+    async fn auth_reply(
+        &self,
+        session: &mut Session,
+        endpoint: Endpoint,
+    ) -> std::result::Result<endpoints::Reply, ApiError> {
+        let header = session.req_header();
+        endpoint.check_method(header.method.as_str())?;
+        let body = if endpoint.takes_body() {
+            endpoints::check_content_type(header.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
+            read_body(session, MAX_BODY_BYTES).await?
+        } else {
+            Bytes::new()
+        };
+        let request = AuthRequest {
+            endpoint,
+            authorization: session
+                .req_header()
+                .headers
+                .get(AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec()),
+            body,
+        };
+        let service = Arc::clone(&self.auth);
+        self.auth_runtime
+            .spawn(async move { endpoints::handle(&service, request).await })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "auth task failed");
+                ApiError::Internal
+            })?
+    }
+
+    /// Checks the bearer token as the route's mode demands; `Err` is the answer.
+    fn authenticate(
+        &self,
+        mode: AuthMode,
+        header: &RequestHeader,
+    ) -> std::result::Result<Option<Claims>, ApiError> {
+        if mode == AuthMode::Public {
+            return Ok(None);
+        }
+        match Bearer::from_header(header.headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
+            Bearer::Missing if mode == AuthMode::Required => Err(ApiError::Unauthorized),
+            Bearer::Missing => Ok(None),
+            Bearer::Token(token) => self
+                .tokens
+                .verify(token)
+                .map(Some)
+                .map_err(|_| ApiError::InvalidToken),
+        }
+    }
+}
+
+/// Reads the whole (small) body of an auth request, refusing more than `limit`.
+async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<Bytes, ApiError> {
+    let too_large = ApiError::PayloadTooLarge { limit };
+    if content_length(session).is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "body: could not be read ({})",
+                    e.etype().as_str()
+                )));
+            }
+        }
+    }
+}
+
+/// The host the client addressed: the URI's authority, else the Host header.
+fn request_host(header: &RequestHeader) -> Option<&str> {
+    header.uri.host().or_else(|| {
+        header
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+    })
+}
+
+/// `path?query` with `prefix` removed from the path (keeping a leading `/`).
+fn strip_prefix(uri: &http::Uri, prefix: &str) -> Option<http::Uri> {
+    let rest = uri.path().strip_prefix(prefix)?;
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let mut target = String::with_capacity(rest.len() + 1 + uri.query().map_or(0, |q| q.len() + 1));
+    target.push('/');
+    target.push_str(rest);
+    if let Some(query) = uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    target.parse().ok()
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            endpoint: None,
+            claims: None,
+            request_id: None,
+            tried: Vec::new(),
+            upstream: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let path = session.req_header().uri.path();
+        if let Some(endpoint) = self.endpoints.find(path) {
+            ctx.endpoint = Some(endpoint);
+            self.serve_auth(session, endpoint).await?;
+            return Ok(true);
+        }
+        let header = session.req_header();
+        let Some(route) = self.router.find(request_host(header), path) else {
+            send_error(session, &ApiError::NoRoute).await?;
+            return Ok(true);
+        };
+        match self.authenticate(route.auth, header) {
+            Ok(claims) => ctx.claims = claims,
+            Err(error) => {
+                ctx.route = Some(Arc::clone(route));
+                send_error(session, &error).await?;
+                return Ok(true);
+            }
+        }
+        ctx.route = Some(Arc::clone(route));
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let tried = &ctx.tried;
+        let backend = route
+            .upstreams
+            .select_with(b"", route.upstream_count * 2, |backend, healthy| {
+                healthy && !tried.contains(&backend.addr)
+            })
+            .ok_or_else(|| Error::explain(NO_UPSTREAM, format!("route {}", route.name)))?;
+        let addr = *backend.addr.as_inet().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream is not an inet address")
+        })?;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(route.connect_timeout);
+        peer.options.read_timeout = Some(route.read_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        ctx.tried.push(backend.addr.clone());
+        ctx.upstream = Some(backend.addr);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent yet: another upstream of the route may take it.
+        let untried = ctx
+            .route
+            .as_ref()
+            .is_some_and(|route| ctx.tried.len() < route.upstream_count);
+        if untried {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Only the gateway speaks for the identity headers, whatever the client sent.
+        upstream_request.remove_header(&self.identity.user_id);
+        upstream_request.remove_header(&self.identity.mobile);
+        if let Some(claims) = &ctx.claims {
+            upstream_request.insert_header(&self.identity.user_id, claims.sub.as_str())?;
+            upstream_request.insert_header(&self.identity.mobile, claims.mobile.as_str())?;
+        }
+
+        let request_id = match upstream_request.headers.get("x-request-id") {
+            Some(id) => String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            None => {
+                let id = self.request_ids.next();
+                upstream_request.insert_header("x-request-id", id.as_str())?;
+                id
+            }
+        };
+        ctx.request_id = Some(request_id);
+
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prior) => {
+                    let mut value = prior.as_bytes().to_vec();
+                    value.extend_from_slice(format!(", {ip}").as_bytes());
+                    HeaderValue::from_bytes(&value).ok()
+                }
+                None => HeaderValue::from_str(&ip.to_string()).ok(),
+            };
+            if let Some(forwarded) = forwarded {
+                upstream_request.insert_header("x-forwarded-for", forwarded)?;
+            }
+        }
+
+        if let Some(route) = ctx.route.as_ref().filter(|r| r.strip_prefix)
+            && let Some(uri) = strip_prefix(&upstream_request.uri, &route.prefix)
+        {
+            upstream_request.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy
+    where
+        RequestCtx: Send + Sync,
+    {
+        let error = match (e.esource(), e.etype()) {
+            (_, ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Some(ApiError::UpstreamTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(ApiError::UpstreamUnavailable),
+            (_, etype) if *etype == NO_UPSTREAM => Some(ApiError::UpstreamUnavailable),
+            (ErrorSource::Downstream, _) => None,
+            _ => Some(ApiError::Internal),
+        };
+        let mut code = 0;
+        if let Some(error) = error
+            && session.response_written().is_none()
+        {
+            code = error.status();
+            if let Err(write) = send_json(session, code, &error.headers(), error.body()).await {
+                tracing::debug!(error = %write, "could not answer a failed request");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let counters = match (&ctx.route, ctx.endpoint) {
+            (Some(route), _) => &route.counters,
+            (None, Some(_)) => &self.auth_counters,
+            (None, None) => &self.unrouted_counters,
+        };
+        counters.record(status);
+        if !self.access_log {
+            return;
+        }
+        let header = session.req_header();
+        let route = match (&ctx.route, ctx.endpoint) {
+            (Some(route), _) => route.name.as_str(),
+            (None, Some(endpoint)) => endpoint.name(),
+            (None, None) => "-",
+        };
+        // The path only: a query string may carry secrets.
+        tracing::info!(
+            target: "otpgate::access",
+            method = %header.method,
+            path = header.uri.path(),
+            status,
+            route,
+            upstream = ctx.upstream.as_ref().map(|a| a.to_string()),
+            user = ctx.claims.as_ref().map(|c| c.sub.as_str()),
+            request_id = ctx.request_id.as_deref(),
+            ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = error.map(|e| e.etype().as_str()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash_and_the_query() {
+        let uri: http::Uri = "/api/users/7?x=1".parse().unwrap();
+        assert_eq!(strip_prefix(&uri, "/api/").unwrap(), "/users/7?x=1");
+        assert_eq!(strip_prefix(&uri, "/api").unwrap(), "/users/7?x=1");
+        let bare: http::Uri = "/api".parse().unwrap();
+        assert_eq!(strip_prefix(&bare, "/api").unwrap(), "/");
+        assert!(strip_prefix(&bare, "/other").is_none());
+    }
+
+    #[test]
+    fn request_ids_are_unique() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert!(a.starts_with(&ids.prefix));
+    }
+}

@@ -1,0 +1,9 @@
+//! otpgate: phone-number OTP sign-up and login, and a Pingora reverse proxy
+//! that enforces the JWTs it issues in front of existing HTTP backends.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod gateway;
+pub mod sms;
+pub mod store;

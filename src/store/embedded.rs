@@ -1,0 +1,187 @@
+//! The embedded backend's users: one SQLite file, created on first start.
+//! rusqlite is synchronous, so each call runs on the blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{Registration, StoreError, StoreResult, UniqueField, User, UserStore};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    mobile     TEXT    NOT NULL UNIQUE,
+    first_name TEXT    NOT NULL,
+    last_name  TEXT    NOT NULL,
+    email      TEXT    NOT NULL UNIQUE,
+    verified   INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+";
+
+const COLUMNS: &str = "id, mobile, first_name, last_name, email, verified, created_at";
+
+pub struct SqliteUserStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteUserStore {
+    /// Opens (creating if needed) the database file and its schema.
+    pub async fn open(path: &Path) -> Result<Self, String> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, String> {
+            let fail = |e: &dyn std::fmt::Display| format!("sqlite {}: {e}", path.display());
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+            }
+            let conn = Connection::open(&path).map_err(|e| fail(&e))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| fail(&e))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| fail(&e))?;
+            conn.busy_timeout(std::time::Duration::from_secs(2))
+                .map_err(|e| fail(&e))?;
+            conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| format!("sqlite open task: {e}"))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            op(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite task: {e}")))?
+        .map_err(to_store_error)
+    }
+}
+
+fn to_store_error(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &e
+        && failure.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        if message.contains("users.email") {
+            return StoreError::Conflict(UniqueField::Email);
+        }
+        if message.contains("users.mobile") {
+            return StoreError::Conflict(UniqueField::Mobile);
+        }
+    }
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get::<_, i64>(0)?.unsigned_abs(),
+        mobile: row.get(1)?,
+        first_name: row.get(2)?,
+        last_name: row.get(3)?,
+        email: row.get(4)?,
+        verified: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+fn find_one(
+    conn: &Connection,
+    column: &str,
+    value: rusqlite::types::Value,
+) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE {column} = ?1"))?
+        .query_row([value], user_from_row)
+        .optional()
+}
+
+#[async_trait]
+impl UserStore for SqliteUserStore {
+    async fn find_by_mobile(&self, mobile: &str) -> StoreResult<Option<User>> {
+        let mobile = mobile.to_owned();
+        self.run(move |c| find_one(c, "mobile", mobile.into()))
+            .await
+    }
+
+    async fn find_by_id(&self, id: u64) -> StoreResult<Option<User>> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        self.run(move |c| find_one(c, "id", id.into())).await
+    }
+
+    async fn find_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let email = email.to_owned();
+        self.run(move |c| find_one(c, "email", email.into())).await
+    }
+
+    async fn insert(&self, registration: &Registration, now: i64) -> StoreResult<User> {
+        let r = registration.clone();
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO users (mobile, first_name, last_name, email, verified, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
+            )?
+            .execute(params![r.mobile, r.first_name, r.last_name, r.email, now])?;
+            Ok(User {
+                id: c.last_insert_rowid().unsigned_abs(),
+                mobile: r.mobile,
+                first_name: r.first_name,
+                last_name: r.last_name,
+                email: r.email,
+                verified: false,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn update_unverified(
+        &self,
+        id: u64,
+        registration: &Registration,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let r = registration.clone();
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(false);
+        };
+        self.run(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE users SET first_name = ?1, last_name = ?2, email = ?3, updated_at = ?4
+                     WHERE id = ?5 AND verified = 0",
+                )?
+                .execute(params![r.first_name, r.last_name, r.email, now, id])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn mark_verified(&self, mobile: &str, now: i64) -> StoreResult<bool> {
+        let mobile = mobile.to_owned();
+        self.run(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE users SET verified = 1, updated_at = ?1 WHERE mobile = ?2 AND verified = 0",
+                )?
+                .execute(params![now, mobile])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
