@@ -349,3 +349,31 @@ async fn an_unreachable_redis_at_start_is_refused_with_a_clear_message() {
         "the Redis password is in the message:\n{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_mysql_that_accepts_but_never_answers_at_start_is_refused_in_bounded_time() {
+    let Some((_, redis)) = mysql_redis_urls() else {
+        return;
+    };
+    // The kernel completes the handshake; nothing ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let (ok, stderr) = run_until_exit(&format!(
+        "storage: {{ backend: mysql_redis, mysql_url: \"mysql://root@{}/otp_auth\", redis_url: {redis:?}, redis_key_prefix: {:?}, connect_attempts: 1, timeout: 1s }}\n",
+        silent.local_addr().unwrap(),
+        format!("{}:", unique("otpgate_test"))
+    ))
+    .await;
+    let elapsed = started.elapsed();
+    assert!(!ok, "otpgate must exit non-zero:\n{stderr}");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "refusing took {elapsed:?}:\n{stderr}"
+    );
+    let lower = stderr.to_lowercase().replace("mysql_redis", "");
+    assert!(
+        lower.contains("mysql"),
+        "the message names MySQL:\n{stderr}"
+    );
+    drop(silent);
+}

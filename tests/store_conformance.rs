@@ -457,7 +457,7 @@ async fn update_unverified_replaces_details(b: &Backend) {
     // matched but did not change must not read as "user gone").
     assert!(
         users
-            .update_unverified(user.id, &new, NOW + 61)
+            .update_unverified(user.id, &new, NOW + 60)
             .await
             .unwrap(),
         "[{}] an unchanged update reports false",

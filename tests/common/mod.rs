@@ -501,7 +501,11 @@ impl GatewaySpec {
             .unwrap_or("sms: { provider: file, file_path: data/sms.jsonl }\n");
         yaml += &format!("jwt: {{ secret: {SECRET:?}, ttl: 1h, leeway: 5s }}\n");
         yaml += &self.extra;
-        yaml += "routes:\n";
+        yaml += if self.routes.is_empty() {
+            "routes: []\n"
+        } else {
+            "routes:\n"
+        };
         for r in &self.routes {
             let upstreams: Vec<String> = r.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
             yaml += &format!(
