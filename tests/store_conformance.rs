@@ -126,6 +126,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    find_registration_splits_mobile_owner_and_email_owner,
     // users
     insert_then_find_round_trips_every_field,
     unknown_user_is_none,
@@ -334,6 +335,37 @@ async fn insert_then_find_round_trips_every_field(b: &Backend) {
         Some(bob_user)
     );
     assert_eq!(users.find_by_id(inserted.id).await.unwrap(), Some(inserted));
+}
+
+async fn find_registration_splits_mobile_owner_and_email_owner(b: &Backend) {
+    let users = &b.storage.users;
+    let ann = b
+        .insert(&registration("+15550000001", "Ann", "A", "ann@example.com"))
+        .await;
+    let bob = b
+        .insert(&registration("+15550000002", "Bob", "B", "bob@example.com"))
+        .await;
+    let find = |mobile: &'static str, email: &'static str| users.find_registration(mobile, email);
+    assert_eq!(
+        find("+15550000001", "ann@example.com").await.unwrap(),
+        (Some(ann.clone()), None)
+    );
+    assert_eq!(
+        find("+15550000001", "new@example.com").await.unwrap(),
+        (Some(ann.clone()), None)
+    );
+    assert_eq!(
+        find("+15550000001", "bob@example.com").await.unwrap(),
+        (Some(ann), Some(bob.clone()))
+    );
+    assert_eq!(
+        find("+15550000009", "bob@example.com").await.unwrap(),
+        (None, Some(bob))
+    );
+    assert_eq!(
+        find("+15550000009", "new@example.com").await.unwrap(),
+        (None, None)
+    );
 }
 
 async fn unknown_user_is_none(b: &Backend) {

@@ -107,16 +107,16 @@ impl AuthService {
     /// written only once the SMS went out, so a failed send leaves nothing.
     pub async fn register(&self, registration: Registration) -> Result<Registered, ApiError> {
         let users = &self.storage.users;
-        let existing = users.find_by_mobile(&registration.mobile).await?;
+        let (existing, email_owner) = users
+            .find_registration(&registration.mobile, &registration.email)
+            .await?;
         if existing.as_ref().is_some_and(|u| u.verified) {
             return Err(ApiError::AlreadyRegistered);
         }
-        let existing_id = existing.as_ref().map(|u| u.id);
-        if let Some(owner) = users.find_by_email(&registration.email).await?
-            && Some(owner.id) != existing_id
-        {
+        if email_owner.is_some() {
             return Err(ApiError::EmailTaken);
         }
+        let existing_id = existing.as_ref().map(|u| u.id);
         let digest = self
             .send_otp(Purpose::Register, &registration.mobile)
             .await?;
@@ -146,16 +146,28 @@ impl AuthService {
     }
 
     /// Consumes the registration OTP and activates the account.
+    ///
+    /// The happy path is two round trips (consume, then mark verified); the
+    /// account is looked up only to explain a failure, since a live
+    /// registration OTP exists only for an unverified account.
     pub async fn verify_registration(&self, mobile: &str, otp: &str) -> Result<(), ApiError> {
-        let user = self.user_by_mobile(mobile).await?;
-        if user.verified {
-            return Err(ApiError::AlreadyVerified);
+        let consumed = self.consume(Purpose::Register, mobile, otp).await;
+        if let Err(ApiError::OtpExpired) = consumed {
+            // No live OTP: say why, as an account that is missing or verified.
+            let user = self.user_by_mobile(mobile).await?;
+            return Err(if user.verified {
+                ApiError::AlreadyVerified
+            } else {
+                ApiError::OtpExpired
+            });
         }
-        self.consume(Purpose::Register, mobile, otp).await?;
+        consumed?;
         if !self.storage.users.mark_verified(mobile, unix_now()).await? {
+            let user = self.user_by_mobile(mobile).await?;
+            debug_assert!(user.verified);
             return Err(ApiError::AlreadyVerified);
         }
-        tracing::info!(mobile = %masked(mobile), user_id = user.id, "account verified");
+        tracing::info!(mobile = %masked(mobile), "account verified");
         Ok(())
     }
 

@@ -10,15 +10,16 @@ use super::{SmsError, SmsMessage, SmsSender};
 
 pub struct FileSender {
     path: PathBuf,
-    /// Serializes appends so concurrent lines never interleave.
-    lock: Mutex<()>,
+    /// The open outbox; the mutex serializes appends so lines never
+    /// interleave. Opened on first use, and again after a failed write.
+    file: Mutex<Option<tokio::fs::File>>,
 }
 
 impl FileSender {
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
-            lock: Mutex::new(()),
+            file: Mutex::new(None),
         }
     }
 }
@@ -29,17 +30,29 @@ impl SmsSender for FileSender {
         let fail = |e: std::io::Error| SmsError(format!("{}: {e}", self.path.display()));
         let mut line = serde_json::to_vec(message).map_err(|e| SmsError(e.to_string()))?;
         line.push(b'\n');
-        let _guard = self.lock.lock().await;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+        let mut open = self.file.lock().await;
+        let file = match &mut *open {
+            Some(file) => file,
+            None => {
+                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+                }
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .await
+                    .map_err(fail)?;
+                open.insert(file)
+            }
+        };
+        let written = match file.write_all(&line).await {
+            Ok(()) => file.flush().await,
+            Err(e) => Err(e),
+        };
+        if written.is_err() {
+            *open = None;
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .await
-            .map_err(fail)?;
-        file.write_all(&line).await.map_err(fail)?;
-        file.flush().await.map_err(fail)
+        written.map_err(fail)
     }
 }

@@ -125,6 +125,24 @@ impl UserStore for SqliteUserStore {
         self.run(move |c| find_one(c, "email", email.into())).await
     }
 
+    async fn find_registration(
+        &self,
+        mobile: &str,
+        email: &str,
+    ) -> StoreResult<(Option<User>, Option<User>)> {
+        let (mobile, email) = (mobile.to_owned(), email.to_owned());
+        self.run(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM users WHERE mobile = ?1 OR email = ?2"
+                ))?
+                .query_map(params![mobile, email], user_from_row)?
+                .collect::<rusqlite::Result<Vec<User>>>()?;
+            Ok(super::split_registration(rows, &mobile))
+        })
+        .await
+    }
+
     async fn insert(&self, registration: &Registration, now: i64) -> StoreResult<User> {
         let r = registration.clone();
         self.run(move |c| {

@@ -77,6 +77,14 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// Splits the rows matching (mobile OR email) into the mobile's owner and
+/// another user owning the email.
+fn split_registration(rows: Vec<User>, mobile: &str) -> (Option<User>, Option<User>) {
+    let (by_mobile, others): (Vec<User>, Vec<User>) =
+        rows.into_iter().partition(|u| u.mobile == mobile);
+    (by_mobile.into_iter().next(), others.into_iter().next())
+}
+
 /// The details a registration supplies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
@@ -92,6 +100,13 @@ pub trait UserStore: Send + Sync {
     async fn find_by_id(&self, id: u64) -> StoreResult<Option<User>>;
     /// The user owning this email, if any.
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    /// In one round trip: the user with this mobile, and the user with this
+    /// email (`None` when it is the same user or nobody).
+    async fn find_registration(
+        &self,
+        mobile: &str,
+        email: &str,
+    ) -> StoreResult<(Option<User>, Option<User>)>;
     /// Inserts an unverified user; `Conflict` when mobile or email is taken.
     async fn insert(&self, registration: &Registration, now: i64) -> StoreResult<User>;
     /// Replaces the details of a still unverified user. `Ok(false)` when the

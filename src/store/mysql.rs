@@ -45,7 +45,18 @@ impl MysqlUserStore {
             // Stay on the address configured, not a local socket it may advertise.
             .prefer_socket(false)
             .tcp_nodelay(true)
-            .pool_opts(PoolOpts::default().with_constraints(constraints));
+            .pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    // Keep up to `pool_max` idle connections for a minute; with
+                    // the default (zero) every returned connection is closed and
+                    // each query pays a connect and a statement prepare.
+                    .with_inactive_connection_ttl(Duration::from_secs(60))
+                    // No session state is ever left on a connection: skip the
+                    // reset on return (a round trip, and it drops the prepared
+                    // statement cache).
+                    .with_reset_connection(false),
+            );
         let store = Self {
             pool: Pool::new(opts),
             timeout,
@@ -159,6 +170,24 @@ impl UserStore for MysqlUserStore {
 
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         self.find("email", email.into()).await
+    }
+
+    async fn find_registration(
+        &self,
+        mobile: &str,
+        email: &str,
+    ) -> StoreResult<(Option<User>, Option<User>)> {
+        let query = format!("SELECT {COLUMNS} FROM users WHERE mobile = ? OR email = ?");
+        let pool = &self.pool;
+        let rows: Vec<UserRow> = within(self.timeout, "mysql select", async {
+            let mut conn = pool.get_conn().await?;
+            conn.exec(query, (mobile, email)).await
+        })
+        .await?;
+        Ok(super::split_registration(
+            rows.into_iter().map(user).collect(),
+            mobile,
+        ))
     }
 
     async fn insert(&self, r: &Registration, now: i64) -> StoreResult<User> {
