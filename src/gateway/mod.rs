@@ -2,6 +2,7 @@
 //! a background health check per route, and the optional admin listener.
 
 mod admin;
+pub mod headers;
 mod metrics;
 mod proxy;
 mod respond;
@@ -25,8 +26,9 @@ use crate::config::Config;
 use crate::store::Storage;
 
 use self::admin::Admin;
+use self::headers::RequestIds;
 use self::metrics::Metrics;
-use self::proxy::{Gateway, RequestIds, Route};
+use self::proxy::{Gateway, Route};
 use self::router::Router;
 
 /// Connects storage, builds every service and runs until a shutdown signal.
@@ -96,7 +98,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         auth_runtime: auth_runtime.handle().clone(),
         tokens,
         identity: config.auth.identity_headers.clone(),
-        request_ids: RequestIds::new(),
+        request_ids: RequestIds::default(),
         access_log: config.server.access_log,
         auth_counters: metrics.counters("auth"),
         unrouted_counters: metrics.counters("no_route"),
