@@ -460,19 +460,12 @@ async fn traffic_survives_the_death_of_one_upstream() {
     }
     // "b" comes back on the same address and gets traffic again.
     let b = upstream_at(b.addr, "b");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    poll_until(Duration::from_secs(10), "b back in rotation", async || {
         let response = get(&gw, "/x", &[]).await;
         assert_eq!(response.status(), 200);
-        if response.headers()["x-upstream"] == "b" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "b never came back into rotation"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (response.headers()["x-upstream"] == "b").then_some(())
+    })
+    .await;
     drop(b);
 }
 

@@ -101,30 +101,23 @@ async fn assert_not_ready(gateway: &Gateway) {
 /// Polls until the gateway is ready again and `mobile` can register (201),
 /// within 15 s of the restore, with no help from outside.
 async fn assert_recovers(gateway: &Gateway, mobile: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let ready = readyz(gateway).await;
-        if ready == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz still {ready} 15s after the restore"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    loop {
+    let restored = Instant::now();
+    poll_until(
+        Duration::from_secs(15),
+        "/readyz to answer 200",
+        async || (readyz(gateway).await == 200).then_some(()),
+    )
+    .await;
+    let left = Duration::from_secs(15).saturating_sub(restored.elapsed());
+    poll_until(left, "register to work again", async || {
         let (status, body) = post(gateway, "/register", registration(mobile)).await;
-        if status != 503 {
-            assert_eq!(status, 201, "{body}");
-            break;
+        if status == 503 {
+            return None;
         }
-        assert!(
-            Instant::now() < deadline,
-            "register still 503 15s after the restore: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        assert_eq!(status, 201, "{body}");
+        Some(())
+    })
+    .await;
     let otp = gateway.otp(mobile, "register");
     let (status, body) = post(
         gateway,
@@ -261,7 +254,7 @@ async fn run_until_exit(storage_yaml: &str) -> (bool, String) {
         ),
     )
     .unwrap();
-    let mut child = otpgate(dir.path())
+    let child = otpgate(dir.path())
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
@@ -270,20 +263,25 @@ async fn run_until_exit(storage_yaml: &str) -> (bool, String) {
         ))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+    // Await the exit itself, bounded: a start that hangs fails the test.
+    let pid = child.id().to_string();
+    let mut child = child;
+    let exited = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await;
+    let status = match exited {
+        Ok(joined) => joined.unwrap().unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
             panic!(
                 "otpgate still running 20s after start:\n{}",
                 std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
     (status.success(), stderr)

@@ -50,13 +50,33 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+/// How often a poll retries.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Retries `attempt` until it gives a value, failing the test once `limit`
+/// has passed. For states with no event to await (a cooldown running out, a
+/// server coming back).
+pub async fn poll_until<T>(
+    limit: Duration,
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    loop {
+        if let Some(value) = attempt().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// `poll_until` for a plain condition.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    poll_until(limit, what, async || check().then_some(())).await
 }
 
 pub fn client() -> reqwest::Client {
@@ -595,22 +615,17 @@ impl Gateway {
     }
 
     async fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("otpgate exited ({status}) at start:\n{}", self.stderr());
+        let (addr, admin) = (self.addr, self.admin);
+        let stderr = self.dir.path().join("stderr.log");
+        let child = &mut self.child;
+        poll_until(Duration::from_secs(30), "otpgate to listen", async || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("otpgate exited ({status}) at start:\n{}", read(&stderr));
             }
             let up = |addr| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
-            if up(self.addr) && up(self.admin) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "otpgate did not listen:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            (up(addr) && up(admin)).then_some(())
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
