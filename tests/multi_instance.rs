@@ -120,15 +120,7 @@ async fn otps_cooldowns_and_tokens_are_shared_by_the_instances() {
         .unwrap()
         .to_owned();
 
-    let (status, body) = json(
-        client()
-            .get(b.url("/user"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = current_user(&b, &token).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["mobile"], mobile, "{body}");
     assert_eq!(body["user"]["verified"], true, "{body}");

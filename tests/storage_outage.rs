@@ -206,17 +206,7 @@ async fn mysql_outage_is_503_and_the_gateway_recovers_by_itself() {
         post(&gateway, "/login", json!({"mobile": "+15550004001"})),
     )
     .await;
-    let user = async {
-        json(
-            client()
-                .get(gateway.url("/user"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    };
+    let user = current_user(&gateway, &token);
     assert_unavailable("GET /user", user).await;
     assert_not_ready(&gateway).await;
     assert_unavailable(
@@ -227,15 +217,7 @@ async fn mysql_outage_is_503_and_the_gateway_recovers_by_itself() {
 
     relayed.mysql.restore();
     assert_recovers(&gateway, "+15550004002").await;
-    let (status, body) = json(
-        client()
-            .get(gateway.url("/user"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = current_user(&gateway, &token).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["mobile"], "+15550004001", "{body}");
 }

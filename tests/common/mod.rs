@@ -710,6 +710,19 @@ pub async fn post(gateway: &Gateway, path: &str, body: Value) -> (u16, Value) {
     .await
 }
 
+/// `GET /user` with `token`, answered as (status, JSON).
+pub async fn current_user(gateway: &Gateway, token: &str) -> (u16, Value) {
+    json(
+        client()
+            .get(gateway.url("/user"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// Registers, verifies and logs in `mobile`; returns the token.
 pub async fn signed_up_token(gateway: &Gateway, mobile: &str) -> String {
     let email = format!("{}@example.com", mobile.trim_start_matches('+'));
