@@ -194,6 +194,18 @@ fn millis(n: u64) -> Duration {
 }
 
 impl Backend {
+    /// Two unverified users: Ann (+15550000001, ann@example.com) and Bob
+    /// (+15550000002, bob@example.com).
+    async fn ann_and_bob(&self) -> (otpgate::store::User, otpgate::store::User) {
+        let ann = self
+            .insert(&registration("+15550000001", "Ann", "A", "ann@example.com"))
+            .await;
+        let bob = self
+            .insert(&registration("+15550000002", "Bob", "B", "bob@example.com"))
+            .await;
+        (ann, bob)
+    }
+
     async fn insert(&self, r: &Registration) -> otpgate::store::User {
         self.storage
             .users
@@ -339,12 +351,7 @@ async fn insert_then_find_round_trips_every_field(b: &Backend) {
 
 async fn find_registration_splits_mobile_owner_and_email_owner(b: &Backend) {
     let users = &b.storage.users;
-    let ann = b
-        .insert(&registration("+15550000001", "Ann", "A", "ann@example.com"))
-        .await;
-    let bob = b
-        .insert(&registration("+15550000002", "Bob", "B", "bob@example.com"))
-        .await;
+    let (ann, bob) = b.ann_and_bob().await;
     let find = |mobile: &'static str, email: &'static str| users.find_registration(mobile, email);
     assert_eq!(
         find("+15550000001", "ann@example.com").await.unwrap(),
@@ -541,12 +548,7 @@ async fn update_unverified_refuses_verified_and_unknown_users(b: &Backend) {
 
 async fn update_unverified_conflicts_on_another_users_email(b: &Backend) {
     let users = &b.storage.users;
-    let ann = b
-        .insert(&registration("+15550000001", "Ann", "A", "ann@example.com"))
-        .await;
-    let bob = b
-        .insert(&registration("+15550000002", "Bob", "B", "bob@example.com"))
-        .await;
+    let (ann, bob) = b.ann_and_bob().await;
     let steal = registration("+15550000002", "Bobby", "B", "ann@example.com");
     match users.update_unverified(bob.id, &steal, NOW + 1).await {
         Err(StoreError::Conflict(UniqueField::Email)) => {}

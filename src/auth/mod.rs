@@ -9,3 +9,10 @@ pub mod service;
 pub mod token;
 
 pub use service::AuthService;
+
+/// Seconds since the Unix epoch: the unit of every JWT and OTP timestamp.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

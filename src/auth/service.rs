@@ -2,13 +2,13 @@
 //! storage traits and an SMS sender. No HTTP server, no Pingora.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::mobile::masked;
 use super::otp::OtpCodec;
 use super::token::{Claims, Tokens};
+use super::unix_now;
 use crate::api::ApiError;
 use crate::config::OtpConfig;
 use crate::sms::{SmsMessage, SmsSender};
@@ -48,12 +48,6 @@ pub struct AuthService {
     limits: OtpLimits,
     tokens: Arc<Tokens>,
     default_country_code: Option<String>,
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl From<StoreError> for ApiError {

@@ -218,16 +218,17 @@ impl ProxyHttp for Gateway {
             send_error(session, &ApiError::NoRoute).await?;
             return Ok(true);
         };
+        ctx.route = Some(Arc::clone(route));
         match self.authenticate(route.auth, header) {
-            Ok(identity) => ctx.identity = identity,
+            Ok(identity) => {
+                ctx.identity = identity;
+                Ok(false)
+            }
             Err(error) => {
-                ctx.route = Some(Arc::clone(route));
                 send_error(session, &error).await?;
-                return Ok(true);
+                Ok(true)
             }
         }
-        ctx.route = Some(Arc::clone(route));
-        Ok(false)
     }
 
     async fn upstream_peer(

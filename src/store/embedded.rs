@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Registration, StoreError, StoreResult, UniqueField, User, UserStore};
+use super::{Registration, StoreError, StoreResult, UniqueField, User, UserStore, select_user};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -21,8 +21,6 @@ CREATE TABLE IF NOT EXISTS users (
     updated_at INTEGER NOT NULL
 );
 ";
-
-const COLUMNS: &str = "id, mobile, first_name, last_name, email, verified, created_at";
 
 pub struct SqliteUserStore {
     conn: Arc<Mutex<Connection>>,
@@ -97,10 +95,10 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
 
 fn find_one(
     conn: &Connection,
-    column: &str,
+    query: &str,
     value: rusqlite::types::Value,
 ) -> rusqlite::Result<Option<User>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE {column} = ?1"))?
+    conn.prepare_cached(query)?
         .query_row([value], user_from_row)
         .optional()
 }
@@ -109,7 +107,7 @@ fn find_one(
 impl UserStore for SqliteUserStore {
     async fn find_by_mobile(&self, mobile: &str) -> StoreResult<Option<User>> {
         let mobile = mobile.to_owned();
-        self.run(move |c| find_one(c, "mobile", mobile.into()))
+        self.run(move |c| find_one(c, select_user!("mobile = ?1"), mobile.into()))
             .await
     }
 
@@ -117,12 +115,14 @@ impl UserStore for SqliteUserStore {
         let Ok(id) = i64::try_from(id) else {
             return Ok(None);
         };
-        self.run(move |c| find_one(c, "id", id.into())).await
+        self.run(move |c| find_one(c, select_user!("id = ?1"), id.into()))
+            .await
     }
 
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let email = email.to_owned();
-        self.run(move |c| find_one(c, "email", email.into())).await
+        self.run(move |c| find_one(c, select_user!("email = ?1"), email.into()))
+            .await
     }
 
     async fn find_registration(
@@ -133,9 +133,7 @@ impl UserStore for SqliteUserStore {
         let (mobile, email) = (mobile.to_owned(), email.to_owned());
         self.run(move |c| {
             let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM users WHERE mobile = ?1 OR email = ?2"
-                ))?
+                .prepare_cached(select_user!("mobile = ?1 OR email = ?2"))?
                 .query_map(params![mobile, email], user_from_row)?
                 .collect::<rusqlite::Result<Vec<User>>>()?;
             Ok(super::split_registration(rows, &mobile))

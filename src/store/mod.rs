@@ -50,6 +50,18 @@ impl std::fmt::Display for UniqueField {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `SELECT <the User columns, in User's field order> FROM users WHERE <condition>`,
+/// as a compile-time string shared by the SQLite and MySQL backends.
+macro_rules! select_user {
+    ($condition:literal) => {
+        concat!(
+            "SELECT id, mobile, first_name, last_name, email, verified, created_at FROM users WHERE ",
+            $condition
+        )
+    };
+}
+use select_user;
+
 /// Bounds a storage call so a dead backend answers "unavailable", never hangs.
 pub async fn within<T, E: std::fmt::Display>(
     limit: Duration,

@@ -9,9 +9,9 @@ use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
 use super::migrations::MIGRATIONS;
-use super::{Registration, StoreError, StoreResult, UniqueField, User, UserStore, within};
-
-const COLUMNS: &str = "id, mobile, first_name, last_name, email, verified, created_at";
+use super::{
+    Registration, StoreError, StoreResult, UniqueField, User, UserStore, select_user, within,
+};
 
 type UserRow = (u64, String, String, String, String, bool, i64);
 
@@ -92,8 +92,11 @@ impl MysqlUserStore {
         }
     }
 
-    async fn find(&self, column: &str, value: mysql_async::Value) -> StoreResult<Option<User>> {
-        let query = format!("SELECT {COLUMNS} FROM users WHERE {column} = ?");
+    async fn find(
+        &self,
+        query: &'static str,
+        value: mysql_async::Value,
+    ) -> StoreResult<Option<User>> {
         let pool = &self.pool;
         let row: Option<UserRow> = within(self.timeout, "mysql select", async {
             let mut conn = pool.get_conn().await?;
@@ -161,15 +164,15 @@ async fn apply_pending(conn: &mut mysql_async::Conn) -> mysql_async::Result<Vec<
 #[async_trait]
 impl UserStore for MysqlUserStore {
     async fn find_by_mobile(&self, mobile: &str) -> StoreResult<Option<User>> {
-        self.find("mobile", mobile.into()).await
+        self.find(select_user!("mobile = ?"), mobile.into()).await
     }
 
     async fn find_by_id(&self, id: u64) -> StoreResult<Option<User>> {
-        self.find("id", id.into()).await
+        self.find(select_user!("id = ?"), id.into()).await
     }
 
     async fn find_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        self.find("email", email.into()).await
+        self.find(select_user!("email = ?"), email.into()).await
     }
 
     async fn find_registration(
@@ -177,7 +180,7 @@ impl UserStore for MysqlUserStore {
         mobile: &str,
         email: &str,
     ) -> StoreResult<(Option<User>, Option<User>)> {
-        let query = format!("SELECT {COLUMNS} FROM users WHERE mobile = ? OR email = ?");
+        let query = select_user!("mobile = ? OR email = ?");
         let pool = &self.pool;
         let rows: Vec<UserRow> = within(self.timeout, "mysql select", async {
             let mut conn = pool.get_conn().await?;
