@@ -44,6 +44,10 @@ pub enum ApiError {
     InvalidToken,
     #[error("No route for this request")]
     NoRoute,
+    #[error("Invalid request path: {0}")]
+    InvalidPath(crate::path::InvalidPath),
+    #[error("The request did not arrive in time")]
+    RequestTimeout,
     #[error("No upstream could be reached")]
     UpstreamUnavailable,
     #[error("The upstream did not answer in time")]
@@ -64,11 +68,12 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidRequest(_) => 400,
+            Self::InvalidRequest(_) | Self::InvalidPath(_) => 400,
             Self::Unauthorized | Self::InvalidToken | Self::InvalidOtp | Self::OtpExpired => 401,
             Self::AccountNotVerified => 403,
             Self::UserNotFound | Self::NoRoute => 404,
             Self::MethodNotAllowed { .. } => 405,
+            Self::RequestTimeout => 408,
             Self::AlreadyRegistered | Self::EmailTaken | Self::AlreadyVerified => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
@@ -99,6 +104,8 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::InvalidToken => "invalid_token",
             Self::NoRoute => "no_route",
+            Self::InvalidPath(_) => "invalid_path",
+            Self::RequestTimeout => "request_timeout",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Internal => "internal_error",
@@ -141,10 +148,14 @@ impl ApiError {
 pub struct JsonFields(Map<String, Value>);
 
 impl JsonFields {
+    /// A JSON object whose keys each appear once: with a repeated key, a
+    /// parser that keeps the first and one that keeps the last would read two
+    /// different requests.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::InvalidRequest(
+        match serde_json::from_slice::<UniqueKeys>(body) {
+            Ok(UniqueKeys::Object(map)) => Ok(Self(map)),
+            Ok(UniqueKeys::Repeated(key)) => Err(ApiError::invalid(&key, "appears more than once")),
+            Ok(UniqueKeys::NotAnObject) => Err(ApiError::InvalidRequest(
                 "body: expected a JSON object".into(),
             )),
             Err(e) => Err(ApiError::InvalidRequest(format!(
@@ -169,9 +180,110 @@ impl JsonFields {
     }
 }
 
+/// A request body read in one pass: an object with unique keys, the first
+/// repeated key, or another JSON value.
+enum UniqueKeys {
+    Object(Map<String, Value>),
+    Repeated(String),
+    NotAnObject,
+}
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueKeys;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut entries: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut map = Map::new();
+                let mut repeated = None;
+                // Read to the end even after a repeat, so malformed JSON still says so.
+                while let Some(key) = entries.next_key::<String>()? {
+                    let value: Value = entries.next_value()?;
+                    if map.contains_key(&key) {
+                        repeated.get_or_insert(key);
+                    } else {
+                        map.insert(key, value);
+                    }
+                }
+                Ok(repeated.map_or(UniqueKeys::Object(map), UniqueKeys::Repeated))
+            }
+        }
+        // Anything but an object is parsed as a plain value and then refused.
+        struct Any;
+        impl<'de> serde::de::Visitor<'de> for Any {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                entries: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                Visit.visit_map(entries)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut items: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(UniqueKeys::NotAnObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys::NotAnObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys::NotAnObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys::NotAnObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys::NotAnObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys::NotAnObject)
+            }
+            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_keys_are_refused_by_name() {
+        let err = JsonFields::parse(br#"{"mobile": "+1555", "otp": "1", "mobile": "+1666"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err, ApiError::invalid("mobile", "appears more than once"));
+        assert_eq!(err.code(), "invalid_request");
+        // A repeat does not hide malformed JSON after it.
+        assert!(matches!(
+            JsonFields::parse(br#"{"a": 1, "a": 2, "#),
+            Err(ApiError::InvalidRequest(m)) if m.contains("malformed")
+        ));
+        // Nested objects with the same keys as the outer one are fine.
+        assert!(JsonFields::parse(br#"{"a": {"a": 1}, "b": [1, {"b": 2}]}"#).is_ok());
+        for other in [&b"[1]"[..], b"\"x\"", b"1", b"null", b"true"] {
+            assert!(matches!(
+                JsonFields::parse(other),
+                Err(ApiError::InvalidRequest(m)) if m == "body: expected a JSON object"
+            ));
+        }
+    }
 
     #[test]
     fn errors_have_json_bodies_with_code() {

@@ -5,5 +5,6 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod gateway;
+pub mod path;
 pub mod sms;
 pub mod store;

@@ -38,6 +38,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Several rustls crypto backends are linked in (Pingora's, reqwest's,
+    // the redis client's): name the one every TLS client here uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logging();
     let config = match config::load(&cli.config) {
         Ok(config) => config,

@@ -163,7 +163,7 @@ fn an_unreachable_storage_backend_stops_the_start() {
     let config = write_config(
         dir.path(),
         &format!(
-            "jwt: {{ secret: {SECRET:?} }}\nstorage: {{ backend: mysql_redis, mysql_url: \"mysql://root@{closed}/x\", redis_url: \"redis://{closed}/\", connect_attempts: 2, timeout: 1s }}\nserver: {{ listen: \"{}\" }}\n",
+            "jwt: {{ secret: {SECRET:?} }}\nstorage: {{ backend: mysql_redis, mysql_url: \"mysql://root@{closed}/x\", redis_url: \"redis://{closed}/\", connect_attempts: 2, timeout: 1s }}\nserver: {{ listen: \"{}\", reuse_port: true }}\n",
             free_addr()
         ),
     );
@@ -205,11 +205,13 @@ async fn migrate_applies_each_migration_once_even_when_run_twice_at_once() {
     assert!(a.status.success(), "{}", text(&a.stderr));
     assert!(b.status.success(), "{}", text(&b.stderr));
     let outputs = text(&a.stdout) + &text(&b.stdout);
-    assert_eq!(
-        outputs.matches("applied 0001_create_users").count(),
-        1,
-        "{outputs}"
-    );
+    for name in ["0001_create_users", "0002_email_byte_equality"] {
+        assert_eq!(
+            outputs.matches(&format!("applied {name}")).count(),
+            1,
+            "{outputs}"
+        );
+    }
     let again = spawn().unwrap();
     assert!(
         text(&again.stdout).contains("up to date"),
@@ -225,6 +227,12 @@ async fn migrate_applies_each_migration_once_even_when_run_twice_at_once() {
         .query("SELECT version, name FROM otpgate_migrations")
         .await
         .unwrap();
-    assert_eq!(rows, vec![(1, "create_users".to_owned())]);
+    assert_eq!(
+        rows,
+        vec![
+            (1, "create_users".to_owned()),
+            (2, "email_byte_equality".to_owned())
+        ]
+    );
     conn.disconnect().await.unwrap();
 }

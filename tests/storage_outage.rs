@@ -230,7 +230,7 @@ async fn run_until_exit(storage_yaml: &str) -> (bool, String) {
     std::fs::write(
         &config,
         format!(
-            "server: {{ listen: \"{}\", admin_listen: \"{}\" }}\n{storage_yaml}sms: {{ provider: file, file_path: data/sms.jsonl }}\njwt: {{ secret: {SECRET:?} }}\nroutes: []\n",
+            "server: {{ listen: \"{}\", admin_listen: \"{}\", reuse_port: true }}\n{storage_yaml}sms: {{ provider: file, file_path: data/sms.jsonl }}\njwt: {{ secret: {SECRET:?} }}\nroutes: []\n",
             free_addr(),
             free_addr()
         ),
@@ -356,4 +356,74 @@ async fn a_mysql_that_accepts_but_never_answers_at_start_is_refused_in_bounded_t
         "the message names MySQL:\n{stderr}"
     );
     drop(silent);
+}
+
+/// The mysql_redis backend with its Redis over TLS (`rediss://`), on a
+/// redis-server of this test's own with a self-signed certificate.
+async fn tls_redis_store(
+    redis: &common::redis_server::RedisServer,
+    fragment: &str,
+) -> Option<Store> {
+    let Store::MysqlRedis {
+        database, prefix, ..
+    } = Store::mysql_redis().await?
+    else {
+        unreachable!("mysql_redis() gives the mysql_redis backend")
+    };
+    Some(Store::MysqlRedis {
+        database,
+        redis_url: format!("rediss://{}/{fragment}", redis.addr),
+        prefix,
+    })
+}
+
+#[tokio::test]
+async fn redis_over_tls_serves_the_otp_flow() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tls::self_signed(certs.path());
+    let redis = common::redis_server::RedisServer::start_tls(&cert, &key).await;
+    // The certificate is self-signed: `#insecure` is the redis client's way to accept it.
+    let Some(store) = tls_redis_store(&redis, "#insecure").await else {
+        return;
+    };
+    let prefix = match &store {
+        Store::MysqlRedis { prefix, .. } => prefix.clone(),
+        Store::Embedded => unreachable!(),
+    };
+    let gw = GatewaySpec::new(store)
+        .route(route("unused", "/unused/", &[free_addr()], "public"))
+        .start()
+        .await;
+    let token = signed_up_token(&gw, "+15550001234").await;
+    assert_eq!(current_user(&gw, &token).await.0, 200);
+    // The OTP state lives in the TLS server.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = redis::Client::open(format!("rediss://{}/#insecure", redis.addr)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "no key under {prefix} in the TLS Redis");
+}
+
+#[tokio::test]
+async fn an_unverifiable_redis_certificate_refuses_start() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tls::self_signed(certs.path());
+    let redis = common::redis_server::RedisServer::start_tls(&cert, &key).await;
+    let Some((mysql, _)) = mysql_redis_urls() else {
+        return;
+    };
+    let database = TestDatabase::create(&mysql).await;
+    let (ok, stderr) = run_until_exit(&format!(
+        "storage: {{ backend: mysql_redis, mysql_url: {:?}, redis_url: \"rediss://{}/\", redis_key_prefix: {:?}, connect_attempts: 1 }}\n",
+        database.url,
+        redis.addr,
+        format!("{}:", unique("otpgate_test"))
+    ))
+    .await;
+    assert!(!ok, "otpgate must exit non-zero:\n{stderr}");
+    assert!(stderr.to_lowercase().contains("redis"), "{stderr}");
 }

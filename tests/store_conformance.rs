@@ -155,6 +155,9 @@ conformance!(
     concurrent_wrong_verifies_burn_at_exactly_max_attempts,
     concurrent_issues_send_exactly_one,
     zero_digest_never_matches_a_missing_otp,
+    emails_are_equal_only_byte_for_byte,
+    delete_unverified_removes_only_unverified_users,
+    is_live_follows_the_otp,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1233,4 +1236,103 @@ async fn mysql_redis_keys_live_under_prefix_and_expire() {
                 .unwrap();
         }
     }
+}
+
+async fn emails_are_equal_only_byte_for_byte(b: &Backend) {
+    let users = &b.storage.users;
+    // Pairs that a Unicode collation (MySQL's utf8mb4_unicode_ci) calls equal.
+    let pairs = [
+        ("straße@example.com", "strasse@example.com"),
+        ("\u{ff41}nn@example.com", "ann@example.com"),
+        ("e\u{301}mile@example.com", "\u{e9}mile@example.com"),
+    ];
+    for (i, (first, second)) in pairs.iter().enumerate() {
+        let n = 10 + 2 * i;
+        let a = b
+            .insert(&registration(&format!("+155500000{n:02}"), "A", "B", first))
+            .await;
+        let c = users
+            .insert(
+                &registration(&format!("+155500000{:02}", n + 1), "C", "D", second),
+                NOW,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {second:?} after {first:?}: {e}", b.name));
+        assert_eq!(
+            users.find_by_email(first).await.unwrap(),
+            Some(a),
+            "[{}]",
+            b.name
+        );
+        assert_eq!(
+            users.find_by_email(second).await.unwrap(),
+            Some(c),
+            "[{}]",
+            b.name
+        );
+    }
+    // The same bytes still conflict.
+    match users
+        .insert(
+            &registration("+15550000099", "E", "F", "strasse@example.com"),
+            NOW,
+        )
+        .await
+    {
+        Err(StoreError::Conflict(UniqueField::Email)) => {}
+        other => panic!("[{}] equal bytes: {other:?}", b.name),
+    }
+}
+
+async fn delete_unverified_removes_only_unverified_users(b: &Backend) {
+    let users = &b.storage.users;
+    let (ann, bob) = b.ann_and_bob().await;
+    assert!(users.mark_verified(&bob.mobile, NOW).await.unwrap());
+    assert!(
+        !users.delete_unverified(bob.id).await.unwrap(),
+        "[{}] verified",
+        b.name
+    );
+    assert!(users.find_by_id(bob.id).await.unwrap().is_some());
+    assert!(
+        users.delete_unverified(ann.id).await.unwrap(),
+        "[{}] unverified",
+        b.name
+    );
+    assert_eq!(users.find_by_id(ann.id).await.unwrap(), None);
+    assert!(
+        !users.delete_unverified(ann.id).await.unwrap(),
+        "[{}] gone",
+        b.name
+    );
+    // Its mobile and email are free again.
+    b.insert(&registration(&ann.mobile, "New", "Owner", &ann.email))
+        .await;
+}
+
+async fn is_live_follows_the_otp(b: &Backend) {
+    let otps = &b.storage.otps;
+    let m = "+15550000001";
+    let live = async |purpose| otps.is_live(purpose, m).await.unwrap();
+    assert!(!live(Purpose::Register).await, "[{}] never sent", b.name);
+    let l = limits(secs(60), Duration::ZERO, 2);
+    b.issued(Purpose::Register, m, &digest(1), &l).await;
+    assert!(live(Purpose::Register).await, "[{}] sent", b.name);
+    assert!(!live(Purpose::Login).await, "[{}] other purpose", b.name);
+    assert_eq!(
+        b.verify(Purpose::Register, m, &digest(1), &l).await,
+        VerifyOutcome::Valid
+    );
+    assert!(!live(Purpose::Register).await, "[{}] used", b.name);
+    b.issued(Purpose::Register, m, &digest(1), &l).await;
+    for _ in 0..2 {
+        b.verify(Purpose::Register, m, &digest(2), &l).await;
+    }
+    assert!(!live(Purpose::Register).await, "[{}] burned", b.name);
+    let short = limits(millis(200), Duration::ZERO, 2);
+    b.issued(Purpose::Register, m, &digest(1), &short).await;
+    poll_until("the OTP to expire", || async {
+        (!otps.is_live(Purpose::Register, m).await.unwrap()).then_some(())
+    })
+    .await;
 }

@@ -107,7 +107,8 @@ impl EndpointPaths {
 /// A request already checked for method, content type and size.
 pub struct AuthRequest {
     pub endpoint: Endpoint,
-    pub authorization: Option<Vec<u8>>,
+    /// Every `Authorization` header value, in order.
+    pub authorization: Vec<Vec<u8>>,
     pub body: Bytes,
 }
 
@@ -134,8 +135,10 @@ pub async fn handle(service: &AuthService, request: AuthRequest) -> Result<Reply
         default_country_code: service.default_country_code(),
     };
     if request.endpoint == Endpoint::User {
-        let claims = match Bearer::from_header(request.authorization.as_deref()) {
+        let values = request.authorization.iter().map(Vec::as_slice);
+        let claims = match Bearer::from_headers(values) {
             Bearer::Missing => return Err(ApiError::Unauthorized),
+            Bearer::Ambiguous => return Err(ApiError::InvalidToken),
             Bearer::Token(token) => service
                 .tokens()
                 .verify(token)

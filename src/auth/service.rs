@@ -107,8 +107,8 @@ impl AuthService {
         if existing.as_ref().is_some_and(|u| u.verified) {
             return Err(ApiError::AlreadyRegistered);
         }
-        if email_owner.is_some() {
-            return Err(ApiError::EmailTaken);
+        if let Some(owner) = email_owner {
+            self.claim_email(&owner).await?;
         }
         let existing_id = existing.as_ref().map(|u| u.id);
         let digest = self
@@ -137,6 +137,26 @@ impl AuthService {
                 Err(e.into())
             }
         }
+    }
+
+    /// An email belongs to a verified account, or to an unverified one while
+    /// its registration OTP is live. Past that the stale registration is
+    /// removed and the email is free: nobody can squat an address they
+    /// cannot verify.
+    async fn claim_email(&self, owner: &User) -> Result<(), ApiError> {
+        if owner.verified
+            || self
+                .storage
+                .otps
+                .is_live(Purpose::Register, &owner.mobile)
+                .await?
+        {
+            return Err(ApiError::EmailTaken);
+        }
+        if self.storage.users.delete_unverified(owner.id).await? {
+            tracing::info!(mobile = %masked(&owner.mobile), "stale unverified registration gave up its email");
+        }
+        Ok(())
     }
 
     /// Consumes the registration OTP and activates the account.

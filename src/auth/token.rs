@@ -28,32 +28,53 @@ pub struct Claims {
     pub jti: String,
 }
 
-/// What the `Authorization` header holds, as far as a bearer token goes.
+/// What the request's `Authorization` headers hold, as far as a bearer token goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bearer<'a> {
-    /// No header, or another scheme: there is no token.
+    /// No header, or one of another scheme: there is no token.
     Missing,
     /// `Bearer` with a value (maybe empty or garbage: verification decides).
     Token(&'a str),
+    /// Several headers, or several credentials in one: never checked in one
+    /// form and forwarded in another, so always refused.
+    Ambiguous,
+}
+
+/// Spaces and tabs: what may separate the scheme from its token.
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
 }
 
 impl<'a> Bearer<'a> {
-    /// Reads `Bearer <token>`, the scheme in any letter case.
-    pub fn from_header(value: Option<&'a [u8]>) -> Self {
-        let Some(value) = value else {
+    /// Reads every `Authorization` header value: exactly one `Bearer <token>`
+    /// (scheme in any letter case, then spaces or tabs) is a token.
+    pub fn from_headers(mut values: impl Iterator<Item = &'a [u8]>) -> Self {
+        let Some(value) = values.next() else {
             return Self::Missing;
         };
+        if values.next().is_some() {
+            return Self::Ambiguous;
+        }
         let Ok(value) = std::str::from_utf8(value) else {
             return Self::Token("");
         };
-        let value = value.trim();
-        match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                Self::Token(token.trim())
-            }
-            None if value.eq_ignore_ascii_case("bearer") => Self::Token(""),
-            _ => Self::Missing,
+        // RFC 9110 allows a comma-separated list of credentials in one header.
+        if value.contains(',') {
+            return Self::Ambiguous;
         }
+        let value = value.trim_matches(is_blank);
+        let (scheme, token) = value
+            .split_once(is_blank)
+            .map_or((value, ""), |(scheme, token)| {
+                (scheme, token.trim_start_matches(is_blank))
+            });
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Self::Missing;
+        }
+        if token.contains(is_blank) {
+            return Self::Ambiguous;
+        }
+        Self::Token(token)
     }
 }
 
@@ -282,14 +303,21 @@ mod tests {
 
     #[test]
     fn bearer_header_parsing() {
-        assert_eq!(Bearer::from_header(None), Bearer::Missing);
-        assert_eq!(Bearer::from_header(Some(b"Basic abc")), Bearer::Missing);
-        assert_eq!(
-            Bearer::from_header(Some(b"bEaReR abc")),
-            Bearer::Token("abc")
-        );
-        assert_eq!(Bearer::from_header(Some(b"Bearer ")), Bearer::Token(""));
-        assert_eq!(Bearer::from_header(Some(b"Bearer")), Bearer::Token(""));
-        assert_eq!(Bearer::from_header(Some(b"Bearer \xff")), Bearer::Token(""));
+        fn parse(values: &[&'static [u8]]) -> Bearer<'static> {
+            Bearer::from_headers(values.iter().copied())
+        }
+        assert_eq!(parse(&[]), Bearer::Missing);
+        assert_eq!(parse(&[b"Basic abc"]), Bearer::Missing);
+        assert_eq!(parse(&[b"bEaReR abc"]), Bearer::Token("abc"));
+        assert_eq!(parse(&[b"Bearer\tabc"]), Bearer::Token("abc"));
+        assert_eq!(parse(&[b"Bearer \t  abc \t"]), Bearer::Token("abc"));
+        assert_eq!(parse(&[b"Bearer "]), Bearer::Token(""));
+        assert_eq!(parse(&[b"Bearer"]), Bearer::Token(""));
+        assert_eq!(parse(&[b"Bearer \xff"]), Bearer::Token(""));
+        assert_eq!(parse(&[b"Bearer a", b"Bearer a"]), Bearer::Ambiguous);
+        assert_eq!(parse(&[b"Basic abc", b"Bearer a"]), Bearer::Ambiguous);
+        assert_eq!(parse(&[b"Bearer a, Bearer b"]), Bearer::Ambiguous);
+        assert_eq!(parse(&[b"Basic abc, Bearer b"]), Bearer::Ambiguous);
+        assert_eq!(parse(&[b"Bearer a b"]), Bearer::Ambiguous);
     }
 }

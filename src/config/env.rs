@@ -23,10 +23,9 @@ impl Env {
     pub fn load(dotenv: &Path) -> Result<Self, ConfigError> {
         let mut vars = HashMap::new();
         if dotenv.exists() {
-            let entries = dotenvy::from_path_iter(dotenv)
-                .map_err(|e| ConfigError::new(".env", e.to_string()))?;
+            let entries = dotenvy::from_path_iter(dotenv).map_err(|e| dotenv_error(dotenv, &e))?;
             for entry in entries {
-                let (key, value) = entry.map_err(|e| ConfigError::new(".env", e.to_string()))?;
+                let (key, value) = entry.map_err(|e| dotenv_error(dotenv, &e))?;
                 vars.insert(key, value);
             }
         }
@@ -52,6 +51,23 @@ impl Env {
     fn get_override(&self, name: &str) -> Option<&str> {
         self.get(name).filter(|v| !v.is_empty())
     }
+}
+
+/// A `.env` error by line number: dotenvy's own message quotes the line,
+/// which holds a value, maybe a secret.
+fn dotenv_error(path: &Path, e: &dotenvy::Error) -> ConfigError {
+    let message = match e {
+        dotenvy::Error::LineParse(line, _) => {
+            let number = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.lines().position(|l| l == line))
+                .map_or(String::new(), |i| format!(" {}", i + 1));
+            format!("line{number} is not NAME=value")
+        }
+        dotenvy::Error::Io(e) => format!("cannot be read: {e}"),
+        _ => "cannot be read".to_owned(),
+    };
+    ConfigError::new(".env", message)
 }
 
 /// Expands `${VAR}` and `${VAR:-default}` in every string of the YAML tree.
@@ -94,14 +110,14 @@ fn expand_str(text: &str, env: &Env) -> Result<String, String> {
         } else if let Some(after) = rest.strip_prefix("${") {
             let end = after
                 .find('}')
-                .ok_or_else(|| format!("unterminated ${{...}} in {text:?}"))?;
+                .ok_or_else(|| "unterminated ${...}".to_owned())?;
             let expr = &after[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid variable name {name:?} in {text:?}"));
+                return Err(format!("invalid variable name {name:?} in ${{...}}"));
             }
             match (env.get(name), default) {
                 (Some(""), Some(default)) => out.push_str(default),

@@ -86,6 +86,12 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// How long in-flight requests get to finish once draining starts.
     pub shutdown_timeout: Duration,
+    /// A request's headers must arrive within this, else the connection closes.
+    pub header_timeout: Duration,
+    /// An auth endpoint's body must arrive within this, else 408.
+    pub body_timeout: Duration,
+    /// SO_REUSEPORT on the listeners, so several processes can share a port.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +191,13 @@ pub struct IdentityHeaderNames {
     pub mobile: HeaderName,
 }
 
+impl IdentityHeaderNames {
+    /// Every identity header: the ones a client may never send.
+    pub fn all(&self) -> [&HeaderName; 2] {
+        [&self.user_id, &self.mobile]
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     Required,
@@ -237,8 +250,7 @@ pub fn parse(text: &str, env: &Env) -> Result<Config, ConfigError> {
     let mut tree: serde_json::Value = if text.trim().is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
-        serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
+        serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?
     };
     if tree.is_null() {
         tree = serde_json::Value::Object(Default::default());
@@ -247,10 +259,43 @@ pub fn parse(text: &str, env: &Env) -> Result<Config, ConfigError> {
     let mut raw: raw::RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        ConfigError::new(path, e.into_inner().to_string())
+        ConfigError::new(path, without_value(e.into_inner().to_string()))
     })?;
     env::apply_seed_overrides(&mut raw, env)?;
     validate::validate(raw)
+}
+
+/// A YAML syntax error by position only: the parser's snippet of the
+/// surrounding lines would print whatever secrets sit next to the mistake.
+fn yaml_error(e: &serde_saphyr::Error) -> ConfigError {
+    let position = e
+        .location()
+        .map(|at| format!(" at line {} column {}", at.line(), at.column()))
+        .unwrap_or_default();
+    let message = e.without_snippet().to_string();
+    // The parser's message may itself end with a position; keep only its words.
+    let message = message.split(" at line ").next().unwrap_or_default().trim();
+    ConfigError::new(
+        "",
+        format!(
+            "invalid YAML{position}: {}",
+            without_value(message.to_owned())
+        ),
+    )
+}
+
+/// serde's type errors quote the offending value (`invalid type: string
+/// "hunter2", expected a boolean`); a config value may be a secret, so only
+/// the expectation is kept.
+fn without_value(message: String) -> String {
+    const QUOTING: [&str; 3] = ["invalid type", "invalid value", "invalid length"];
+    match QUOTING.iter().find(|kind| message.starts_with(*kind)) {
+        Some(kind) => match message.split_once(", expected ") {
+            Some((_, expected)) => format!("{kind}: expected {expected}"),
+            None => (*kind).to_owned(),
+        },
+        None => message,
+    }
 }
 
 #[cfg(test)]

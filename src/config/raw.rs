@@ -30,6 +30,12 @@ pub struct RawServer {
     pub grace_period: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    #[serde(deserialize_with = "lenient")]
+    pub reuse_port: bool,
 }
 
 impl Default for RawServer {
@@ -41,6 +47,9 @@ impl Default for RawServer {
             access_log: true,
             grace_period: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            reuse_port: false,
         }
     }
 }
@@ -253,6 +262,7 @@ where
         Lenient::Text(text) => text
             .trim()
             .parse()
-            .map_err(|e| serde::de::Error::custom(format!("invalid value {text:?}: {e}"))),
+            // The value itself is never quoted: it may be an expanded secret.
+            .map_err(|e| serde::de::Error::custom(format!("invalid value ({e})"))),
     }
 }

@@ -202,3 +202,80 @@ fn the_shipped_configs_are_valid() {
         load_with_env(&path, &env).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
+
+#[test]
+fn yaml_errors_give_the_position_but_never_the_text() {
+    let yaml = "jwt:\n  secret: \"hunter2-hunter2-hunter2-hunter2-hunter2\"\n  issuer: [unclosed\nstorage: { backend: embedded }\n";
+    let err = parse_err(yaml);
+    let text = err.to_string();
+    assert!(text.starts_with("invalid YAML at line "), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains("unclosed"), "{text}");
+}
+
+#[test]
+fn type_errors_name_the_key_without_the_value() {
+    let err = parse_err("server: { access_log: \"hunter2-secret\" }\n");
+    assert_eq!(err.path, "server.access_log");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = parse_err("jwt: { ttl: \"hunter2-secret\" }\n");
+    assert_eq!(err.path, "jwt.ttl");
+    assert!(err.message.contains("expected"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = parse_err("jwt: { secret: [\"hunter2-hunter2-hunter2-hunter2-hunter2\"] }\n");
+    assert_eq!(err.path, "jwt.secret");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn dotenv_errors_name_the_line_without_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    std::fs::write(&path, "A=1\nSECRET_KEY='hunter2-unterminated\nB=2\n").unwrap();
+    let err = Env::load(&path).unwrap_err();
+    assert_eq!(err.path, ".env");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn route_prefixes_must_be_normal_paths() {
+    let route = |prefix: &str| {
+        format!("routes: [{{ name: a, prefix: {prefix:?}, upstreams: [\"127.0.0.1:9\"] }}]\n")
+    };
+    for bad in ["/api//x/", "/a/../b/", "/%61pi/", "/api;x/", "/a%2Fb/"] {
+        let err = parse_err(&route(bad));
+        assert_eq!(err.path, "routes[0].prefix", "{bad}: {err}");
+    }
+    assert!(parse(&route("/api/v1/"), &env()).is_ok());
+}
+
+#[test]
+fn route_hosts_lose_one_trailing_dot() {
+    let yaml = "routes: [{ name: a, prefix: /, host: Admin.Example.com., upstreams: [\"127.0.0.1:9\"] }]\n";
+    let config = parse(yaml, &env()).unwrap();
+    assert_eq!(config.routes[0].host.as_deref(), Some("admin.example.com"));
+    let yaml = "routes: [{ name: a, prefix: /, host: \".\", upstreams: [\"127.0.0.1:9\"] }]\n";
+    assert_eq!(parse_err(yaml).path, "routes[0].host");
+}
+
+#[test]
+fn client_deadlines_default_to_ten_seconds() {
+    let config = parse("", &env()).unwrap();
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.body_timeout, Duration::from_secs(10));
+    assert!(!config.server.reuse_port);
+    assert_eq!(
+        parse_err("server: { header_timeout: 0s }").path,
+        "server.header_timeout"
+    );
+    assert_eq!(
+        parse_err("server: { body_timeout: 0s }").path,
+        "server.body_timeout"
+    );
+}
+
+#[test]
+fn identity_headers_differing_only_by_underscore_are_one_header() {
+    let err = parse_err("auth: { identity_headers: { user_id: X-User-Id, mobile: X_User_Id } }\n");
+    assert_eq!(err.path, "auth.identity_headers.mobile");
+}

@@ -100,6 +100,9 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
         access_log: s.access_log,
         grace_period: s.grace_period,
         shutdown_timeout: s.shutdown_timeout,
+        header_timeout: positive("server.header_timeout", s.header_timeout)?,
+        body_timeout: positive("server.body_timeout", s.body_timeout)?,
+        reuse_port: s.reuse_port,
     })
 }
 
@@ -310,7 +313,8 @@ fn auth(raw: &RawConfig) -> Result<AuthConfig> {
     }
     let user_id = identity_header("auth.identity_headers.user_id", &a.identity_headers.user_id)?;
     let mobile = identity_header("auth.identity_headers.mobile", &a.identity_headers.mobile)?;
-    if user_id == mobile {
+    let fold = |name: &HeaderName| name.as_str().replace('_', "-");
+    if fold(&user_id) == fold(&mobile) {
         return err(
             "auth.identity_headers.mobile",
             "must differ from auth.identity_headers.user_id",
@@ -361,12 +365,26 @@ fn route(path: &str, r: RawRoute) -> Result<RouteConfig> {
             format!("must start with '/', got {:?}", r.prefix),
         );
     }
+    // Requests are routed on their normalised path, so only a normal prefix can match.
+    match crate::path::normalize(&r.prefix) {
+        Ok(normal) if normal == r.prefix => {}
+        Ok(normal) => {
+            return err(
+                format!("{path}.prefix"),
+                format!("is not a normalised path: write {normal:?}"),
+            );
+        }
+        Err(e) => return err(format!("{path}.prefix"), e.to_string()),
+    }
     let host = match r.host.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(host) => {
-            let valid = host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
+            // `admin.example.com.` is `admin.example.com`, as in DNS.
+            let host = host.strip_suffix('.').unwrap_or(host);
+            let valid = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'));
             if !valid {
                 return err(
                     format!("{path}.host"),

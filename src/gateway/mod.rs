@@ -7,12 +7,14 @@ mod metrics;
 mod proxy;
 mod respond;
 pub mod router;
+mod slow_clients;
 
 use std::sync::Arc;
 
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -30,6 +32,13 @@ use self::headers::RequestIds;
 use self::metrics::Metrics;
 use self::proxy::{Gateway, Route};
 use self::router::Router;
+use self::slow_clients::WithHeaderDeadline;
+
+fn socket_options(config: &Config) -> TcpSocketOptions {
+    let mut options = TcpSocketOptions::default();
+    options.so_reuseport = Some(config.server.reuse_port);
+    options
+}
 
 /// Connects storage, builds every service and runs until a shutdown signal.
 pub fn serve(config: Config) -> Result<(), String> {
@@ -100,15 +109,16 @@ pub fn serve(config: Config) -> Result<(), String> {
         identity: config.auth.identity_headers.clone(),
         request_ids: RequestIds::default(),
         access_log: config.server.access_log,
+        body_timeout: config.server.body_timeout,
         auth_counters: metrics.counters("auth"),
         unrouted_counters: metrics.counters("no_route"),
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "otpgate proxy",
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut proxy = Service::new(
+        "otpgate proxy".to_owned(),
+        WithHeaderDeadline::new(proxy, config.server.header_timeout),
     );
-    proxy.add_tcp(&config.server.listen.to_string());
+    proxy.add_tcp_with_settings(&config.server.listen.to_string(), socket_options(&config));
     server.add_service(proxy);
 
     if let Some(admin_listen) = config.server.admin_listen {
@@ -120,7 +130,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                 auth_runtime: auth_runtime.handle().clone(),
             },
         );
-        admin.add_tcp(&admin_listen.to_string());
+        admin.add_tcp_with_settings(&admin_listen.to_string(), socket_options(&config));
         server.add_service(admin);
     }
 

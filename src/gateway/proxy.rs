@@ -4,6 +4,7 @@
 //! `upstream_request_filter` rewrites the identity and forwarding headers;
 //! `fail_to_proxy` turns upstream failures into JSON; `logging` records.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use super::headers::{self, RequestIds};
 use super::metrics::StatusCounters;
 use super::respond::{content_length, send_error, send_json};
 use super::router::Router;
+use super::slow_clients::DeadlineStream;
 use crate::api::ApiError;
 use crate::auth::AuthService;
 use crate::auth::endpoints::{self, AuthRequest, Endpoint, EndpointPaths, MAX_BODY_BYTES};
@@ -56,6 +58,7 @@ pub struct Gateway {
     pub identity: IdentityHeaderNames,
     pub request_ids: RequestIds,
     pub access_log: bool,
+    pub body_timeout: Duration,
     pub auth_counters: StatusCounters,
     pub unrouted_counters: StatusCounters,
 }
@@ -63,6 +66,8 @@ pub struct Gateway {
 /// What the early phases decided, for the later ones.
 pub struct RequestCtx {
     started: Instant,
+    /// The normalised path when it differs from the one received.
+    path: Option<String>,
     route: Option<Arc<Route>>,
     endpoint: Option<Endpoint>,
     identity: Option<Arc<Identity>>,
@@ -89,7 +94,15 @@ impl Gateway {
         endpoint.check_method(header.method.as_str())?;
         let body = if endpoint.takes_body() {
             endpoints::check_content_type(header.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
-            read_body(session, MAX_BODY_BYTES).await?
+            match tokio::time::timeout(self.body_timeout, read_body(session, MAX_BODY_BYTES)).await
+            {
+                Ok(body) => body?,
+                Err(_) => {
+                    // The rest of the body may still come: the connection cannot be reused.
+                    session.set_keepalive(None);
+                    return Err(ApiError::RequestTimeout);
+                }
+            }
         } else {
             Bytes::new()
         };
@@ -98,8 +111,10 @@ impl Gateway {
             authorization: session
                 .req_header()
                 .headers
-                .get(AUTHORIZATION)
-                .map(|v| v.as_bytes().to_vec()),
+                .get_all(AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect(),
             body,
         };
         // Measured: a runtime of its own for the storage clients beats running
@@ -124,9 +139,11 @@ impl Gateway {
         if mode == AuthMode::Public {
             return Ok(None);
         }
-        match Bearer::from_header(header.headers.get(AUTHORIZATION).map(|v| v.as_bytes())) {
+        let values = header.headers.get_all(AUTHORIZATION).iter();
+        match Bearer::from_headers(values.map(|v| v.as_bytes())) {
             Bearer::Missing if mode == AuthMode::Required => Err(ApiError::Unauthorized),
             Bearer::Missing => Ok(None),
+            Bearer::Ambiguous => Err(ApiError::InvalidToken),
             Bearer::Token(token) => self
                 .tokens
                 .identity(token)
@@ -163,6 +180,8 @@ async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<B
 }
 
 /// The host the client addressed: the URI's authority, else the Host header.
+/// (Pingora already refused several Host headers, and a Host that differs
+/// from an absolute-form target.)
 fn request_host(header: &RequestHeader) -> Option<&str> {
     header.uri.host().or_else(|| {
         header
@@ -172,14 +191,18 @@ fn request_host(header: &RequestHeader) -> Option<&str> {
     })
 }
 
-/// `path?query` with `prefix` removed from the path (keeping a leading `/`).
-fn strip_prefix(uri: &http::Uri, prefix: &str) -> Option<http::Uri> {
-    let rest = uri.path().strip_prefix(prefix)?;
-    let rest = rest.strip_prefix('/').unwrap_or(rest);
-    let mut target = String::with_capacity(rest.len() + 1 + uri.query().map_or(0, |q| q.len() + 1));
+/// The origin-form target the upstream receives: the normalised `path`,
+/// without `strip` when the route strips its prefix (keeping a leading `/`),
+/// and the query exactly as received.
+fn upstream_target(path: &str, strip: Option<&str>, query: Option<&str>) -> Option<http::Uri> {
+    let path = match strip.and_then(|prefix| path.strip_prefix(prefix)) {
+        Some(rest) => rest.strip_prefix('/').unwrap_or(rest),
+        None => path.strip_prefix('/').unwrap_or(path),
+    };
+    let mut target = String::with_capacity(path.len() + 2 + query.map_or(0, str::len));
     target.push('/');
-    target.push_str(rest);
-    if let Some(query) = uri.query() {
+    target.push_str(path);
+    if let Some(query) = query {
         target.push('?');
         target.push_str(query);
     }
@@ -197,6 +220,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            path: None,
             route: None,
             endpoint: None,
             identity: None,
@@ -207,13 +231,25 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let path = session.req_header().uri.path();
+        if let Some(stream) = DeadlineStream::of(session.as_downstream().stream()) {
+            stream.headers_received();
+        }
+        // One path for routing and for the upstream: the normalised one.
+        ctx.path = match crate::path::normalize(session.req_header().uri.path()) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(normal)) => Some(normal),
+            Err(invalid) => {
+                send_error(session, &ApiError::InvalidPath(invalid)).await?;
+                return Ok(true);
+            }
+        };
+        let header = session.req_header();
+        let path = ctx.path.as_deref().unwrap_or(header.uri.path());
         if let Some(endpoint) = self.endpoints.find(path) {
             ctx.endpoint = Some(endpoint);
             self.serve_auth(session, endpoint).await?;
             return Ok(true);
         }
-        let header = session.req_header();
         let Some(route) = self.router.find(request_host(header), path) else {
             send_error(session, &ApiError::NoRoute).await?;
             return Ok(true);
@@ -229,6 +265,15 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    /// Pingora's own error lines name the request by this: never with its
+    /// query string, which may carry a token.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let header = session.req_header();
+        let path = ctx.path.as_deref().unwrap_or(header.uri.path());
+        let host = request_host(header).unwrap_or("-");
+        format!("{} {host}{path}", header.method)
     }
 
     async fn upstream_peer(
@@ -297,10 +342,24 @@ impl ProxyHttp for Gateway {
             headers::append_forwarded_for(upstream_request, ip)?;
         }
 
-        if let Some(route) = ctx.route.as_ref().filter(|r| r.strip_prefix)
-            && let Some(uri) = strip_prefix(&upstream_request.uri, &route.prefix)
-        {
-            upstream_request.set_uri(uri);
+        let strip = ctx
+            .route
+            .as_ref()
+            .filter(|r| r.strip_prefix)
+            .map(|r| r.prefix.as_str());
+        let absolute = upstream_request.uri.authority().cloned();
+        if ctx.path.is_some() || strip.is_some() || absolute.is_some() {
+            let uri = &upstream_request.uri;
+            let path = ctx.path.as_deref().unwrap_or(uri.path());
+            let target = upstream_target(path, strip, uri.query()).ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "normalised path is not a URI")
+            })?;
+            upstream_request.set_uri(target);
+            // Origin form from here on: the host routed on travels as Host
+            // (RFC 9112 section 3.2.2), not whatever Host the client also sent.
+            if let Some(authority) = absolute {
+                upstream_request.insert_header(http::header::HOST, authority.as_str())?;
+            }
         }
         Ok(())
     }
@@ -341,6 +400,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(stream) = DeadlineStream::of(session.as_downstream().stream()) {
+            stream.request_done();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let counters = match (&ctx.route, ctx.endpoint) {
             (Some(route), _) => &route.counters,
@@ -361,7 +423,7 @@ impl ProxyHttp for Gateway {
         tracing::info!(
             target: "otpgate::access",
             method = %header.method,
-            path = header.uri.path(),
+            path = ctx.path.as_deref().unwrap_or(header.uri.path()),
             status,
             route,
             upstream = ctx.upstream.as_ref().map(|a| a.to_string()),
@@ -378,12 +440,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strip_prefix_keeps_a_leading_slash_and_the_query() {
-        let uri: http::Uri = "/api/users/7?x=1".parse().unwrap();
-        assert_eq!(strip_prefix(&uri, "/api/").unwrap(), "/users/7?x=1");
-        assert_eq!(strip_prefix(&uri, "/api").unwrap(), "/users/7?x=1");
-        let bare: http::Uri = "/api".parse().unwrap();
-        assert_eq!(strip_prefix(&bare, "/api").unwrap(), "/");
-        assert!(strip_prefix(&bare, "/other").is_none());
+    fn upstream_targets_keep_a_leading_slash_and_the_query() {
+        let target = |path, strip, query| upstream_target(path, strip, query).unwrap();
+        assert_eq!(
+            target("/api/users/7", Some("/api/"), Some("x=1")),
+            "/users/7?x=1"
+        );
+        assert_eq!(target("/api/users/7", Some("/api"), None), "/users/7");
+        assert_eq!(target("/api", Some("/api"), None), "/");
+        assert_eq!(target("/api/x", Some("/other/"), Some("")), "/api/x?");
+        assert_eq!(target("/api/x", None, Some("a=%2F&b")), "/api/x?a=%2F&b");
     }
 }

@@ -116,7 +116,9 @@ impl<T> Router<T> {
     }
 }
 
-/// Lower case, without `:port` (and without brackets' port for IPv6).
+/// Lower case, without `:port` (and without brackets' port for IPv6) and
+/// without one trailing dot: `Admin.Example.com.:8080` is `admin.example.com`,
+/// as the upstream's own virtual hosting reads it.
 fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = if host.starts_with('[') {
         host.split_once(']')
@@ -124,6 +126,7 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -181,6 +184,15 @@ mod tests {
             Some(&"admin-a")
         );
         assert_eq!(r.find(Some("other.example.com"), "/api/x"), Some(&"api"));
+        assert_eq!(
+            r.find(Some("Admin.Example.com.:8080"), "/api/x"),
+            Some(&"admin-api")
+        );
+        assert_eq!(
+            r.find(Some("admin.example.com."), "/api/x"),
+            Some(&"admin-api")
+        );
+        assert_eq!(r.find(Some("admin.example.com.."), "/api/x"), Some(&"api"));
         assert_eq!(r.find(Some("[::1]:80"), "/api/x"), Some(&"api"));
     }
 

@@ -37,9 +37,11 @@ impl SmsSender for FileSender {
                 if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(dir).await.map_err(fail)?;
                 }
+                // The outbox holds live OTPs: readable by its owner only.
                 let file = tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(&self.path)
                     .await
                     .map_err(fail)?;

@@ -35,6 +35,18 @@ impl SqliteUserStore {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
             }
+            // Accounts are personal data: a new database file (and so its WAL
+            // and shared-memory files, which SQLite gives the same mode) is
+            // readable by its owner only.
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| fail(&e))?;
+            }
             let conn = Connection::open(&path).map_err(|e| fail(&e))?;
             conn.pragma_update(None, "journal_mode", "WAL")
                 .map_err(|e| fail(&e))?;
@@ -193,6 +205,18 @@ impl UserStore for SqliteUserStore {
                 )?
                 .execute(params![now, mobile])?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn delete_unverified(&self, id: u64) -> StoreResult<bool> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(false);
+        };
+        self.run(move |c| {
+            c.prepare_cached("DELETE FROM users WHERE id = ?1 AND verified = 0")?
+                .execute(params![id])
+                .map(|rows| rows == 1)
         })
         .await
     }

@@ -135,6 +135,15 @@ impl OtpStore for MemoryOtpStore {
         Ok(VerifyOutcome::Invalid)
     }
 
+    async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool> {
+        let now = Instant::now();
+        let state = self.state();
+        Ok(state
+            .otps
+            .get(&self.keys.otp(purpose, mobile))
+            .is_some_and(|otp| otp.expires_at > now))
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

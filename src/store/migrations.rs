@@ -9,11 +9,18 @@ pub struct Migration {
 
 /// In order. Adding a file under `migrations/` means adding it here; a test
 /// checks the two agree.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_users",
-    sql: include_str!("../../migrations/0001_create_users.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_users",
+        sql: include_str!("../../migrations/0001_create_users.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "email_byte_equality",
+        sql: include_str!("../../migrations/0002_email_byte_equality.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -131,6 +131,9 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Marks the user verified; `Ok(false)` when it was not unverified.
     async fn mark_verified(&self, mobile: &str, now: i64) -> StoreResult<bool>;
+    /// Removes a still unverified user (a stale registration giving up its
+    /// email); `Ok(false)` when the user is gone or verified meanwhile.
+    async fn delete_unverified(&self, id: u64) -> StoreResult<bool>;
     async fn ping(&self) -> StoreResult<()>;
 }
 
@@ -212,6 +215,8 @@ pub trait OtpStore: Send + Sync {
         candidate: &OtpDigest,
         limits: &OtpLimits,
     ) -> StoreResult<VerifyOutcome>;
+    /// Whether a live (unexpired, unused, unburned) OTP exists for (purpose, mobile).
+    async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool>;
     async fn ping(&self) -> StoreResult<()>;
 }
 

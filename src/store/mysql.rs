@@ -234,6 +234,16 @@ impl UserStore for MysqlUserStore {
         Ok(rows == 1)
     }
 
+    async fn delete_unverified(&self, id: u64) -> StoreResult<bool> {
+        let (rows, _) = self
+            .write(
+                "DELETE FROM users WHERE id = ? AND verified = FALSE",
+                (id,).into(),
+            )
+            .await?;
+        Ok(rows == 1)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let pool = &self.pool;
         within(self.timeout, "mysql ping", async {

@@ -167,6 +167,19 @@ impl OtpStore for RedisOtpStore {
         }
     }
 
+    async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let live: bool = within(
+            self.timeout,
+            "redis exists",
+            redis::cmd("EXISTS")
+                .arg(self.keys.otp(purpose, mobile))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(live)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.conn.clone();
         let pong: String = within(

@@ -5,6 +5,8 @@
 
 #[path = "../../examples/demo_upstream/echo.rs"]
 pub mod echo;
+pub mod nginx;
+pub mod redis_server;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
@@ -38,9 +40,35 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// A socket bound with SO_REUSEPORT: bound, never listening. While it lives no
+/// other process can bind its port, yet a server of this test that also sets
+/// SO_REUSEPORT (otpgate with `server.reuse_port: true`, `Background`) binds
+/// it and takes every connection; with nothing listening, connections are
+/// refused. So a port is never bound, dropped and bound again by a stranger.
+fn reuse_port_socket(addr: SocketAddr) -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket
+}
+
+/// A loopback address reserved for this test process until it exits (see
+/// `reuse_port_socket`): for otpgate's listeners, upstreams started later,
+/// and addresses where nothing answers.
 pub fn free_addr() -> SocketAddr {
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    static RESERVED: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let socket = reuse_port_socket("127.0.0.1:0".parse().unwrap());
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    RESERVED.lock().unwrap().push(socket);
+    addr
+}
+
+/// A listening socket at `addr`, which may be a `free_addr()` reservation.
+pub fn listen_at(addr: SocketAddr) -> StdListener {
+    let socket = reuse_port_socket(addr);
+    socket.listen(1024).unwrap();
+    socket.into()
 }
 
 pub fn now() -> i64 {
@@ -100,7 +128,7 @@ impl Background {
         F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = StdListener::bind(bind).unwrap();
+        let listener = listen_at(bind);
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -315,21 +343,22 @@ impl Relay {
     }
 }
 
-/// Where the mysql_redis backend's tests find their services. `None` (with a
-/// note) when the variables are unset; a set variable whose service is down
-/// makes the test fail, never skip.
+/// Where the mysql_redis backend's tests find their services. Unset
+/// variables fail the test, loudly, unless OTPGATE_TEST_SKIP_MYSQL_REDIS=1
+/// says to skip (then `None`, with a note); a set variable whose service is
+/// down fails the test too. A test never passes without having run.
 pub fn mysql_redis_urls() -> Option<(String, String)> {
-    match (
-        std::env::var("OTPGATE_TEST_MYSQL_URL"),
-        std::env::var("OTPGATE_TEST_REDIS_URL"),
-    ) {
-        (Ok(mysql), Ok(redis)) if !mysql.is_empty() && !redis.is_empty() => Some((mysql, redis)),
-        _ => {
-            eprintln!(
-                "NOTE: OTPGATE_TEST_MYSQL_URL / OTPGATE_TEST_REDIS_URL unset: mysql_redis variant not run"
-            );
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    match (var("OTPGATE_TEST_MYSQL_URL"), var("OTPGATE_TEST_REDIS_URL")) {
+        (Some(mysql), Some(redis)) => Some((mysql, redis)),
+        _ if var("OTPGATE_TEST_SKIP_MYSQL_REDIS").as_deref() == Some("1") => {
+            eprintln!("SKIPPED: mysql_redis variant (OTPGATE_TEST_SKIP_MYSQL_REDIS=1)");
             None
         }
+        _ => panic!(
+            "OTPGATE_TEST_MYSQL_URL and OTPGATE_TEST_REDIS_URL must be set for the mysql_redis \
+             tests (scripts/test sets them), or OTPGATE_TEST_SKIP_MYSQL_REDIS=1 to skip them"
+        ),
     }
 }
 
@@ -491,6 +520,8 @@ pub struct GatewaySpec {
     pub otp: String,
     /// More top-level YAML.
     pub extra: String,
+    /// More keys of the `server` section, e.g. `header_timeout: 1s`.
+    pub server: String,
 }
 
 impl GatewaySpec {
@@ -501,6 +532,7 @@ impl GatewaySpec {
             sms: None,
             otp: "otp: { cooldown: 30s }\n".into(),
             extra: String::new(),
+            server: String::new(),
         }
     }
 
@@ -511,7 +543,12 @@ impl GatewaySpec {
 
     pub fn render(&self, listen: SocketAddr, admin: SocketAddr) -> String {
         let mut yaml = format!(
-            "server: {{ listen: \"{listen}\", threads: 2, admin_listen: \"{admin}\", grace_period: 0s, shutdown_timeout: 1s }}\n"
+            "server: {{ listen: \"{listen}\", threads: 2, admin_listen: \"{admin}\", grace_period: 0s, shutdown_timeout: 1s, reuse_port: true{} }}\n",
+            if self.server.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", self.server)
+            }
         );
         yaml += &self.store.yaml();
         yaml += &self.otp;
@@ -783,5 +820,103 @@ pub mod tokens {
     pub fn b64(bytes: &[u8]) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
+/// An HTTP/1.1 exchange over a raw socket, for requests that an HTTP client
+/// would tidy up first (dot-segments, repeated headers, odd spacing).
+pub mod raw {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Debug)]
+    pub struct Response {
+        pub status: u16,
+        /// Header lines, names lower-cased.
+        pub headers: Vec<(String, String)>,
+        pub body: String,
+    }
+
+    impl Response {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        /// `code` of a JSON error body.
+        pub fn code(&self) -> String {
+            serde_json::from_str::<serde_json::Value>(&self.body)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        }
+    }
+
+    /// Parses one response from the start of `bytes`.
+    pub fn parse(bytes: &[u8]) -> Option<Response> {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Some(Response {
+            status,
+            headers,
+            body: body.to_owned(),
+        })
+    }
+
+    /// Sends `request` as is (it should say `Connection: close`) and reads
+    /// the answer until the server closes.
+    pub async fn send(addr: SocketAddr, request: &[u8]) -> Response {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+            .await
+            .expect("no answer within 20s")
+            .unwrap();
+        parse(&answer).unwrap_or_else(|| {
+            panic!(
+                "not an HTTP response: {:?}",
+                String::from_utf8_lossy(&answer)
+            )
+        })
+    }
+
+    /// `GET target` with `headers` (name, value), closing after the answer.
+    pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = format!("GET {target} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            request += &format!("Host: {addr}\r\n");
+        }
+        for (name, value) in headers {
+            request += &format!("{name}: {value}\r\n");
+        }
+        request += "Connection: close\r\n\r\n";
+        send(addr, request.as_bytes()).await
+    }
+}
+
+/// Certificates made on the fly.
+pub mod tls {
+    use std::path::{Path, PathBuf};
+
+    /// A self-signed certificate for 127.0.0.1 and localhost, written as
+    /// `cert.pem` and `key.pem` into `dir`.
+    pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let certified = rcgen::generate_simple_self_signed(names).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        (cert, key)
     }
 }
