@@ -1,7 +1,7 @@
-//! Micro-benchmarks of what runs on every proxied request: token
-//! verification (HS256, and for comparison the asymmetric algorithms the
-//! roadmap adds), route matching with 10 and 1,000 routes, and the identity
-//! and forwarding header rewrite.
+//! Micro-benchmarks of what runs on every proxied request: the access check
+//! (HS256 verification, a cached token, and for comparison the asymmetric
+//! algorithms the roadmap adds), path normalisation, route matching with 10
+//! and 1,000 routes, and the identity and forwarding header rewrite.
 //!
 //! `cargo bench --bench hot_path`
 
@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use otpgate::auth::token::{Claims, Identity, Tokens};
+use std::sync::Arc;
+
+use otpgate::auth::access::{AccessCheck, Principal, Requirement};
+use otpgate::auth::token::{Claims, Tokens};
 use otpgate::config::{IdentityHeaderNames, JwtConfig, Secret};
-use otpgate::gateway::headers::{
-    RequestIds, append_forwarded_for, ensure_request_id, set_identity,
-};
+use otpgate::context::RequestIds;
+use otpgate::gateway::headers::{append_forwarded_for, set_identity};
 use otpgate::gateway::router::Router;
 use otpgate::store::User;
 use pingora::http::RequestHeader;
@@ -55,7 +57,7 @@ fn jwt_config() -> JwtConfig {
 fn token_verification(c: &mut Criterion) {
     let mut group = c.benchmark_group("token_verify");
     // otpgate's own verifier (HS256, all claims checked).
-    let tokens = Tokens::new(&jwt_config());
+    let tokens = Arc::new(Tokens::new(&jwt_config()));
     let user = User {
         id: 12345,
         mobile: "+15550001111".into(),
@@ -69,9 +71,19 @@ fn token_verification(c: &mut Criterion) {
     group.bench_function("otpgate_hs256", |b| {
         b.iter(|| tokens.verify(black_box(&token)).unwrap())
     });
-    // The proxy path's lookup: a cache hit after the first verification.
+    // The proxy path's access check: a cache hit after the first verification.
+    let access = AccessCheck::new(Arc::clone(&tokens));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
     group.bench_function("otpgate_hs256_cached", |b| {
-        b.iter(|| tokens.identity(black_box(&token)).unwrap())
+        b.iter(|| {
+            access
+                .check(black_box(&headers), Requirement::Required)
+                .unwrap()
+        })
     });
 
     // The same checks through jsonwebtoken directly, per algorithm.
@@ -149,9 +161,10 @@ fn header_rewriting(c: &mut Criterion) {
         mobile: http::HeaderName::from_static("x-user-mobile"),
     };
     let ids = RequestIds::default();
-    let identity = Identity {
-        user_id: http::HeaderValue::from_static("12345"),
-        mobile: http::HeaderValue::from_static("+15550001111"),
+    let principal = Principal {
+        user_id: 12345,
+        user_id_header: http::HeaderValue::from_static("12345"),
+        mobile_header: http::HeaderValue::from_static("+15550001111"),
     };
     let mut request = RequestHeader::build("GET", b"/api/orders?page=2", Some(8)).unwrap();
     request
@@ -168,8 +181,9 @@ fn header_rewriting(c: &mut Criterion) {
         b.iter_batched(
             || request.clone(),
             |mut request| {
-                set_identity(&mut request, &names, Some(&identity)).unwrap();
-                ensure_request_id(&mut request, &ids).unwrap();
+                set_identity(&mut request, &names, Some(&principal)).unwrap();
+                let id = ids.for_request(&request.headers);
+                request.insert_header("x-request-id", id).unwrap();
                 append_forwarded_for(&mut request, client).unwrap();
                 request
             },
@@ -178,9 +192,23 @@ fn header_rewriting(c: &mut Criterion) {
     });
 }
 
+fn path_normalisation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("path_normalise");
+    for (name, path) in [
+        ("normal", "/api/v1/orders/42"),
+        ("dot_segments", "/public/../api/v1/./orders//42"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| otpgate::path::normalize(black_box(path)))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     token_verification,
+    path_normalisation,
     route_matching,
     header_rewriting
 );

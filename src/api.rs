@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -17,7 +18,7 @@ pub enum ApiError {
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("Method not allowed")]
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed { allow: String },
     #[error("User not found")]
     UserNotFound,
     #[error("Account is not verified")]
@@ -113,15 +114,25 @@ impl ApiError {
     }
 
     /// Headers the status obliges us to send with it.
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let header = |name: &'static str, value: String| {
+            let value = HeaderValue::try_from(value).expect("header values built here are valid");
+            (HeaderName::from_static(name), value)
+        };
         match self {
             Self::Cooldown { retry_after } => {
-                vec![("Retry-After", retry_after_secs(*retry_after).to_string())]
+                vec![header(
+                    "retry-after",
+                    retry_after_secs(*retry_after).to_string(),
+                )]
             }
-            Self::MethodNotAllowed { allow } => vec![("Allow", (*allow).to_owned())],
-            Self::Unauthorized => vec![("WWW-Authenticate", r#"Bearer realm="otpgate""#.into())],
-            Self::InvalidToken => vec![(
-                "WWW-Authenticate",
+            Self::MethodNotAllowed { allow } => vec![header("allow", allow.clone())],
+            Self::Unauthorized => vec![header(
+                "www-authenticate",
+                r#"Bearer realm="otpgate""#.into(),
+            )],
+            Self::InvalidToken => vec![header(
+                "www-authenticate",
                 r#"Bearer realm="otpgate", error="invalid_token""#.into(),
             )],
             _ => Vec::new(),
@@ -140,6 +151,30 @@ impl ApiError {
             code: self.code(),
         })
         .expect("serializing a string pair cannot fail")
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::{StoreError, UniqueField};
+        match e {
+            StoreError::Conflict(UniqueField::Email) => Self::EmailTaken,
+            StoreError::Conflict(UniqueField::Mobile) => Self::AlreadyRegistered,
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "storage unavailable");
+                Self::StorageUnavailable
+            }
+        }
+    }
+}
+
+impl From<crate::auth::access::Rejection> for ApiError {
+    fn from(rejection: crate::auth::access::Rejection) -> Self {
+        use crate::auth::access::Rejection;
+        match rejection {
+            Rejection::Missing => Self::Unauthorized,
+            Rejection::Ambiguous | Rejection::Invalid | Rejection::Expired => Self::InvalidToken,
+        }
     }
 }
 
@@ -297,7 +332,13 @@ mod tests {
         let e = ApiError::Cooldown {
             retry_after: Duration::from_millis(1500),
         };
-        assert_eq!(e.headers(), vec![("Retry-After", "2".to_owned())]);
+        assert_eq!(
+            e.headers(),
+            vec![(
+                HeaderName::from_static("retry-after"),
+                HeaderValue::from_static("2")
+            )]
+        );
         assert_eq!(e.status(), 429);
     }
 

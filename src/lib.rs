@@ -4,7 +4,9 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod gateway;
+pub mod metrics;
 pub mod path;
 pub mod sms;
 pub mod store;

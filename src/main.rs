@@ -41,7 +41,6 @@ fn main() -> ExitCode {
     // Several rustls crypto backends are linked in (Pingora's, reqwest's,
     // the redis client's): name the one every TLS client here uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    init_logging();
     let config = match config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -49,6 +48,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // After the config, so that it can choose how logs are written.
+    init_logging();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => otpgate::gateway::serve(config),
         Command::Check => {
@@ -100,10 +101,11 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
         } => format!("mysql_redis (redis prefix {redis_key_prefix:?})"),
     };
     let _ = writeln!(out, "storage {storage}  sms {}", config.sms.provider.name());
-    let prefix = &config.auth.path_prefix;
+    let endpoints = otpgate::auth::endpoints::EndpointTable::new(&config.auth.path_prefix);
     let _ = writeln!(
         out,
-        "auth endpoints {prefix}/register {prefix}/verify-otp {prefix}/login {prefix}/resend-otp {prefix}/user"
+        "auth endpoints {}",
+        endpoints.paths().collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(out, "routes ({}):", config.routes.len());
     let _ = writeln!(

@@ -1,13 +1,20 @@
-//! The auth endpoints as HTTP sees them: paths, methods, content rules and
-//! the JSON each one answers. Independent of the server that carries them.
+//! The auth endpoints as HTTP sees them, declared once in `ENDPOINTS`: path
+//! pattern, method, whether a JSON body is read, whether a Bearer token is
+//! required. The table drives routing of auth paths, 405 with `Allow`, and
+//! dispatch; it is independent of the server that carries it.
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use serde_json::json;
 
+use super::AuthServices;
+use super::access::Principal;
 use super::input::{self, Inputs};
-use super::service::{AuthService, LoginOutcome, Registered};
-use super::token::Bearer;
+use super::login::LoginOutcome;
+use super::signup::Registered;
 use crate::api::{ApiError, JsonFields};
+use crate::context::RequestContext;
+use crate::store::Purpose;
 
 const REGISTERED: &str = "User registered successfully. OTP sent!";
 
@@ -23,48 +30,63 @@ pub enum Endpoint {
     User,
 }
 
-impl Endpoint {
-    const ALL: [(Endpoint, &'static str); 5] = [
-        (Endpoint::Register, "/register"),
-        (Endpoint::VerifyOtp, "/verify-otp"),
-        (Endpoint::Login, "/login"),
-        (Endpoint::ResendOtp, "/resend-otp"),
-        (Endpoint::User, "/user"),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(e, _)| *e == self)
-            .map_or("", |(_, path)| path)
-    }
-
-    fn allow(self) -> &'static str {
-        match self {
-            Self::User => "GET",
-            _ => "POST",
-        }
-    }
-
-    /// Whether this endpoint reads a JSON body.
-    pub fn takes_body(self) -> bool {
-        self != Self::User
-    }
-
-    pub fn check_method(self, method: &str) -> Result<(), ApiError> {
-        let allowed = match self {
-            Self::User => method == "GET",
-            _ => method == "POST",
-        };
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::MethodNotAllowed {
-                allow: self.allow(),
-            })
-        }
-    }
+/// One auth endpoint: where it lives and what it reads.
+#[derive(Debug)]
+pub struct EndpointSpec {
+    pub endpoint: Endpoint,
+    pub method: &'static str,
+    /// Under `auth.path_prefix`; a `{name}` segment matches any one segment.
+    pub path: &'static str,
+    /// Reads a JSON body (`Content-Type: application/json`, at most 16 KiB).
+    pub json_body: bool,
+    /// Needs `Authorization: Bearer` (the access check runs first).
+    pub bearer: bool,
+    /// A short name for logs and metrics.
+    pub name: &'static str,
 }
+
+pub const ENDPOINTS: &[EndpointSpec] = &[
+    EndpointSpec {
+        endpoint: Endpoint::Register,
+        method: "POST",
+        path: "/register",
+        json_body: true,
+        bearer: false,
+        name: "register",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::VerifyOtp,
+        method: "POST",
+        path: "/verify-otp",
+        json_body: true,
+        bearer: false,
+        name: "verify-otp",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::Login,
+        method: "POST",
+        path: "/login",
+        json_body: true,
+        bearer: false,
+        name: "login",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::ResendOtp,
+        method: "POST",
+        path: "/resend-otp",
+        json_body: true,
+        bearer: false,
+        name: "resend-otp",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::User,
+        method: "GET",
+        path: "/user",
+        json_body: false,
+        bearer: true,
+        name: "user",
+    },
+];
 
 /// `application/json`, with or without parameters such as charset.
 pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
@@ -79,41 +101,94 @@ pub fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
     }
 }
 
-/// The auth paths under `auth.path_prefix`.
-#[derive(Debug, Clone)]
-pub struct EndpointPaths {
-    paths: Vec<(String, Endpoint)>,
+/// What a path and method ask of the endpoint table.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// Not an auth path: the router's business.
+    NotAuth,
+    /// An auth endpoint, with the values of its `{name}` segments.
+    Found(&'static EndpointSpec, Vec<&'a str>),
+    /// An auth path, not with this method (405, `Allow`).
+    WrongMethod(ApiError),
 }
 
-impl EndpointPaths {
+/// The endpoint table under `auth.path_prefix`.
+#[derive(Debug, Clone)]
+pub struct EndpointTable {
+    /// Empty, or `/x` without a trailing slash.
+    prefix: String,
+}
+
+impl EndpointTable {
     pub fn new(prefix: &str) -> Self {
         Self {
-            paths: Endpoint::ALL
-                .iter()
-                .map(|(endpoint, path)| (format!("{prefix}{path}"), *endpoint))
-                .collect(),
+            prefix: prefix.to_owned(),
         }
     }
 
-    /// Exact path match (the query string is not part of `path`).
-    pub fn find(&self, path: &str) -> Option<Endpoint> {
-        self.paths
+    /// The endpoint a (normalised) path and method name, if any.
+    pub fn find<'a>(&self, path: &'a str, method: &str) -> Lookup<'a> {
+        let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
+            return Lookup::NotAuth;
+        };
+        let mut allow: Vec<&str> = Vec::new();
+        for spec in ENDPOINTS {
+            if let Some(params) = match_pattern(spec.path, rest) {
+                if spec.method == method {
+                    return Lookup::Found(spec, params);
+                }
+                allow.push(spec.method);
+            }
+        }
+        if allow.is_empty() {
+            Lookup::NotAuth
+        } else {
+            Lookup::WrongMethod(ApiError::MethodNotAllowed {
+                allow: allow.join(", "),
+            })
+        }
+    }
+
+    /// Every endpoint path, with the prefix, for display.
+    pub fn paths(&self) -> impl Iterator<Item = String> + '_ {
+        ENDPOINTS
             .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, endpoint)| *endpoint)
+            .map(|spec| format!("{} {}{}", spec.method, self.prefix, spec.path))
     }
 }
 
-/// A request already checked for method, content type and size.
+/// The values of `pattern`'s `{name}` segments when `path` matches it.
+fn match_pattern<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
+    let mut params = Vec::new();
+    let mut segments = path.split('/');
+    for expected in pattern.split('/') {
+        let segment = segments.next()?;
+        if expected.starts_with('{') && expected.ends_with('}') {
+            if segment.is_empty() {
+                return None;
+            }
+            params.push(segment);
+        } else if expected != segment {
+            return None;
+        }
+    }
+    segments.next().is_none().then_some(params)
+}
+
+/// A request already checked for method, content type, size and (for Bearer
+/// endpoints) access.
 pub struct AuthRequest {
     pub endpoint: Endpoint,
-    /// Every `Authorization` header value, in order.
-    pub authorization: Vec<Vec<u8>>,
+    pub context: RequestContext,
+    pub principal: Option<std::sync::Arc<Principal>>,
     pub body: Bytes,
 }
 
+/// An auth endpoint's answer: status, extra headers, JSON body.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Vec<u8>,
 }
 
@@ -121,6 +196,7 @@ impl Reply {
     fn json(status: u16, value: serde_json::Value) -> Self {
         Self {
             status,
+            headers: Vec::new(),
             body: serde_json::to_vec(&value).expect("JSON values serialize"),
         }
     }
@@ -130,28 +206,21 @@ impl Reply {
     }
 }
 
-pub async fn handle(service: &AuthService, request: AuthRequest) -> Result<Reply, ApiError> {
-    let inputs = Inputs {
-        default_country_code: service.default_country_code(),
-    };
+pub async fn handle(services: &AuthServices, request: AuthRequest) -> Result<Reply, ApiError> {
+    let ctx = &request.context;
     if request.endpoint == Endpoint::User {
-        let values = request.authorization.iter().map(Vec::as_slice);
-        let claims = match Bearer::from_headers(values) {
-            Bearer::Missing => return Err(ApiError::Unauthorized),
-            Bearer::Ambiguous => return Err(ApiError::InvalidToken),
-            Bearer::Token(token) => service
-                .tokens()
-                .verify(token)
-                .map_err(|_| ApiError::InvalidToken)?,
-        };
-        let user = service.current_user(&claims).await?;
+        let principal = request.principal.as_deref().ok_or(ApiError::Unauthorized)?;
+        let user = services.accounts.current(principal).await?;
         return Ok(Reply::json(200, json!({ "user": user })));
     }
+    let inputs = Inputs {
+        default_country_code: services.default_country_code.as_deref(),
+    };
     let fields = JsonFields::parse(&request.body)?;
     match request.endpoint {
         Endpoint::Register => {
             let registration = inputs.registration(&fields)?;
-            Ok(match service.register(registration).await? {
+            Ok(match services.signup.register(ctx, registration).await? {
                 Registered::Created => Reply::message(201, REGISTERED),
                 Registered::Updated => Reply::message(200, REGISTERED),
             })
@@ -159,7 +228,7 @@ pub async fn handle(service: &AuthService, request: AuthRequest) -> Result<Reply
         Endpoint::VerifyOtp => {
             let mobile = inputs.mobile(&fields)?;
             let otp = input::otp(&fields)?;
-            service.verify_registration(&mobile, &otp).await?;
+            services.signup.verify(ctx, &mobile, &otp).await?;
             Ok(Reply::message(
                 200,
                 "OTP verified successfully! Account activated.",
@@ -168,17 +237,21 @@ pub async fn handle(service: &AuthService, request: AuthRequest) -> Result<Reply
         Endpoint::Login => {
             let mobile = inputs.mobile(&fields)?;
             let otp = input::login_otp(&fields)?;
-            Ok(match service.login(&mobile, otp.as_deref()).await? {
-                LoginOutcome::OtpSent => Reply::message(200, "OTP sent for login"),
-                LoginOutcome::Token(token) => {
-                    Reply::json(200, serde_json::to_value(*token).expect("token serializes"))
-                }
-            })
+            Ok(
+                match services.login.login(ctx, &mobile, otp.as_deref()).await? {
+                    LoginOutcome::OtpSent => Reply::message(200, "OTP sent for login"),
+                    LoginOutcome::Token(token) => {
+                        Reply::json(200, serde_json::to_value(*token).expect("token serializes"))
+                    }
+                },
+            )
         }
         Endpoint::ResendOtp => {
             let mobile = inputs.mobile(&fields)?;
-            let purpose = input::purpose(&fields)?;
-            service.resend(&mobile, purpose).await?;
+            match input::purpose(&fields)? {
+                Purpose::Register => services.signup.resend(ctx, &mobile).await?,
+                Purpose::Login => services.login.resend(ctx, &mobile).await?,
+            }
             Ok(Reply::message(200, "OTP sent"))
         }
         Endpoint::User => unreachable!("answered above"),
@@ -189,28 +262,82 @@ pub async fn handle(service: &AuthService, request: AuthRequest) -> Result<Reply
 mod tests {
     use super::*;
 
-    #[test]
-    fn paths_follow_the_prefix_exactly() {
-        let paths = EndpointPaths::new("/auth");
-        assert_eq!(paths.find("/auth/login"), Some(Endpoint::Login));
-        assert_eq!(paths.find("/auth/verify-otp"), Some(Endpoint::VerifyOtp));
-        assert_eq!(paths.find("/login"), None);
-        assert_eq!(paths.find("/auth/login/"), None);
-        assert_eq!(EndpointPaths::new("").find("/user"), Some(Endpoint::User));
+    fn found(table: &EndpointTable, path: &str, method: &str) -> Option<Endpoint> {
+        match table.find(path, method) {
+            Lookup::Found(spec, _) => Some(spec.endpoint),
+            _ => None,
+        }
     }
 
     #[test]
-    fn methods_and_content_types() {
-        assert!(Endpoint::Login.check_method("POST").is_ok());
+    fn paths_follow_the_prefix_exactly() {
+        let table = EndpointTable::new("/auth");
+        assert_eq!(found(&table, "/auth/login", "POST"), Some(Endpoint::Login));
         assert_eq!(
-            Endpoint::Login.check_method("GET").unwrap_err().headers(),
-            vec![("Allow", "POST".to_owned())]
+            found(&table, "/auth/verify-otp", "POST"),
+            Some(Endpoint::VerifyOtp)
         );
-        assert!(Endpoint::User.check_method("GET").is_ok());
-        assert!(Endpoint::User.check_method("POST").is_err());
+        assert!(matches!(table.find("/login", "POST"), Lookup::NotAuth));
+        assert!(matches!(
+            table.find("/auth/login/", "POST"),
+            Lookup::NotAuth
+        ));
+        assert!(matches!(
+            table.find("/authx/login", "POST"),
+            Lookup::NotAuth
+        ));
+        assert_eq!(
+            found(&EndpointTable::new(""), "/user", "GET"),
+            Some(Endpoint::User)
+        );
+    }
+
+    #[test]
+    fn a_wrong_method_is_405_with_allow() {
+        let table = EndpointTable::new("");
+        let Lookup::WrongMethod(error) = table.find("/login", "GET") else {
+            panic!("GET /login is an auth path");
+        };
+        assert_eq!(error.status(), 405);
+        assert_eq!(
+            error.headers(),
+            vec![(
+                HeaderName::from_static("allow"),
+                HeaderValue::from_static("POST")
+            )]
+        );
+        assert!(matches!(
+            table.find("/user", "POST"),
+            Lookup::WrongMethod(_)
+        ));
+    }
+
+    #[test]
+    fn patterns_capture_segments() {
+        assert_eq!(
+            match_pattern("/sessions/{id}", "/sessions/abc"),
+            Some(vec!["abc"])
+        );
+        assert_eq!(match_pattern("/sessions/{id}", "/sessions/"), None);
+        assert_eq!(match_pattern("/sessions/{id}", "/sessions/a/b"), None);
+        assert_eq!(match_pattern("/sessions", "/sessions"), Some(vec![]));
+        assert_eq!(match_pattern("/sessions", "/session"), None);
+    }
+
+    #[test]
+    fn content_types() {
         assert!(check_content_type(Some(b"application/json; charset=utf-8")).is_ok());
         assert!(check_content_type(Some(b"Application/JSON")).is_ok());
         assert!(check_content_type(Some(b"text/plain")).is_err());
         assert!(check_content_type(None).is_err());
+    }
+
+    #[test]
+    fn every_endpoint_is_declared_once() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in ENDPOINTS {
+            assert!(seen.insert((spec.method, spec.path)), "{spec:?}");
+            assert!(spec.path.starts_with('/'));
+        }
     }
 }

@@ -1,18 +1,66 @@
-//! The OTP sign-up and login service, with no Pingora types: endpoints,
-//! input rules, OTPs, tokens and mobile numbers.
+//! The OTP sign-up and login services, with no Pingora types: one small
+//! service per concern over the store traits, the one access check, the
+//! endpoint table, input rules, OTPs, tokens and mobile numbers.
 
+pub mod access;
+pub mod account;
+pub mod delivery;
 pub mod endpoints;
 mod input;
+pub mod login;
 pub mod mobile;
 pub mod otp;
-pub mod service;
+pub mod signup;
 pub mod token;
 
-pub use service::AuthService;
+use std::sync::Arc;
+
+use crate::config::{JwtConfig, OtpConfig};
+use crate::sms::SmsSender;
+use crate::store::{OtpLimits, Storage};
 
 /// Seconds since the Unix epoch: the unit of every JWT and OTP timestamp.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Every auth service, each with only the collaborators it uses.
+pub struct AuthServices {
+    pub signup: signup::Signup,
+    pub login: login::Login,
+    pub accounts: account::Accounts,
+    pub access: access::AccessCheck,
+    /// `otp.default_country_code`, for reading mobiles.
+    pub default_country_code: Option<String>,
+}
+
+impl AuthServices {
+    pub fn new(
+        storage: &Storage,
+        sms: Arc<dyn SmsSender>,
+        otp: &OtpConfig,
+        jwt: &JwtConfig,
+    ) -> Self {
+        let tokens = Arc::new(token::Tokens::new(jwt));
+        let delivery = Arc::new(delivery::OtpDelivery::new(
+            Arc::clone(&storage.otps),
+            sms,
+            otp::OtpCodec::new(&jwt.secret, otp.length),
+            OtpLimits {
+                ttl: otp.ttl,
+                cooldown: otp.cooldown,
+                max_attempts: otp.max_attempts,
+            },
+        ));
+        let users = &storage.users;
+        Self {
+            signup: signup::Signup::new(Arc::clone(users), Arc::clone(&delivery)),
+            login: login::Login::new(Arc::clone(users), delivery, Arc::clone(&tokens)),
+            accounts: account::Accounts::new(Arc::clone(users)),
+            access: access::AccessCheck::new(tokens),
+            default_country_code: otp.default_country_code.clone(),
+        }
+    }
 }

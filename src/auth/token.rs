@@ -1,17 +1,11 @@
 //! The JWT otpgate issues and enforces: HS256 only, with iss, aud, exp, nbf
 //! checked locally (no storage call) on every protected request.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use thread_local::ThreadLocal;
 
-use super::unix_now;
 use crate::config::JwtConfig;
 use crate::store::User;
 
@@ -84,26 +78,7 @@ pub struct IssuedToken {
     pub expires_in: u64,
 }
 
-/// What a verified token says about its bearer, ready to forward.
-#[derive(Debug)]
-pub struct Identity {
-    /// `sub`, the user id.
-    pub user_id: HeaderValue,
-    pub mobile: HeaderValue,
-}
-
-/// A verified token, kept until its `exp` (plus leeway) passes.
-struct Verified {
-    identity: Arc<Identity>,
-    valid_until: i64,
-}
-
-/// Verified tokens per worker thread: no lock on the request path. Bounded;
-/// when full it starts over rather than tracking recency.
-const CACHE_ENTRIES: usize = 4096;
-
 pub struct Tokens {
-    cache: ThreadLocal<RefCell<HashMap<Box<str>, Verified>>>,
     leeway: i64,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -126,7 +101,6 @@ impl Tokens {
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         Self {
-            cache: ThreadLocal::new(),
             leeway: config.leeway.as_secs() as i64,
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -165,39 +139,9 @@ impl Tokens {
             .map(|data| data.claims)
     }
 
-    /// `verify` for the proxy path: a token verified before on this thread
-    /// is answered from a cache, which never serves it past `exp` + leeway.
-    /// Only successes are cached, so a bad token is checked every time.
-    pub fn identity(&self, token: &str) -> Result<Arc<Identity>, jsonwebtoken::errors::Error> {
-        let now = unix_now();
-        let cache = self.cache.get_or_default();
-        if let Some(hit) = cache.borrow().get(token)
-            && now <= hit.valid_until
-        {
-            return Ok(Arc::clone(&hit.identity));
-        }
-        let claims = self.verify(token)?;
-        let invalid =
-            |_| jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidToken);
-        let identity = Arc::new(Identity {
-            user_id: HeaderValue::from_str(&claims.sub).map_err(invalid)?,
-            mobile: HeaderValue::from_str(&claims.mobile).map_err(invalid)?,
-        });
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= CACHE_ENTRIES {
-            cache.retain(|_, entry| now <= entry.valid_until);
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(
-            token.into(),
-            Verified {
-                identity: Arc::clone(&identity),
-                valid_until: claims.exp.saturating_add(self.leeway),
-            },
-        );
-        Ok(identity)
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub fn leeway_secs(&self) -> i64 {
+        self.leeway
     }
 }
 
@@ -266,39 +210,6 @@ mod tests {
         assert!(tokens.verify(&expired.token).is_err());
         let future = tokens.issue(&user(), t + 120);
         assert!(tokens.verify(&future.token).is_err(), "nbf in the future");
-    }
-
-    #[test]
-    fn cached_identities_match_and_expire_with_the_token() {
-        let tokens = Tokens::new(&config());
-        let issued = tokens.issue(&user(), now());
-        let first = tokens.identity(&issued.token).unwrap();
-        let second = tokens.identity(&issued.token).unwrap();
-        assert!(Arc::ptr_eq(&first, &second), "second lookup is a cache hit");
-        assert_eq!(first.user_id, "7");
-        assert_eq!(first.mobile, "+15550001111");
-        // The entry lives exactly as long as the token: exp + leeway.
-        let claims = tokens.verify(&issued.token).unwrap();
-        let valid_until = tokens.cache.get_or_default().borrow()[issued.token.as_str()].valid_until;
-        assert_eq!(valid_until, claims.exp + 30);
-        // Past that, a cached token is verified again, and refused when expired.
-        let expired = tokens.issue(&user(), now() - 3600 - 60);
-        tokens.cache.get_or_default().borrow_mut().insert(
-            expired.token.as_str().into(),
-            Verified {
-                identity: Arc::clone(&first),
-                valid_until: now() - 1,
-            },
-        );
-        assert!(tokens.identity(&expired.token).is_err());
-        // Bad tokens are never cached.
-        let other = Tokens::new(&JwtConfig {
-            secret: Secret::new("o".repeat(32)),
-            ..config()
-        });
-        let forged = other.issue(&user(), now());
-        assert!(tokens.identity(&forged.token).is_err());
-        assert!(tokens.identity(&forged.token).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::Storage;
 
 pub struct Admin {

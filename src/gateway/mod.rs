@@ -1,38 +1,36 @@
-//! Pingora glue, kept thin: builds the proxy service, one load balancer with
-//! a background health check per route, and the optional admin listener.
+//! Pingora glue, kept thin: builds the live snapshot (routes, load
+//! balancers, endpoint table), the proxy service with its header deadline,
+//! one health-check service over the current snapshot, and the optional
+//! admin listener.
 
 mod admin;
 pub mod headers;
-mod metrics;
+mod health;
 mod proxy;
 mod respond;
 pub mod router;
 mod slow_clients;
+mod snapshot;
 
 use std::sync::Arc;
 
-use pingora::lb::LoadBalancer;
-use pingora::lb::health_check::TcpHealthCheck;
-use pingora::lb::selection::RoundRobin;
 use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::auth::AuthService;
-use crate::auth::endpoints::EndpointPaths;
-use crate::auth::otp::OtpCodec;
-use crate::auth::token::Tokens;
+use crate::auth::AuthServices;
 use crate::config::Config;
+use crate::context::RequestIds;
+use crate::metrics::Metrics;
 use crate::store::Storage;
 
 use self::admin::Admin;
-use self::headers::RequestIds;
-use self::metrics::Metrics;
-use self::proxy::{Gateway, Route};
-use self::router::Router;
+use self::health::HealthChecks;
+use self::proxy::Gateway;
 use self::slow_clients::WithHeaderDeadline;
+use self::snapshot::Snapshot;
 
 fn socket_options(config: &Config) -> TcpSocketOptions {
     let mut options = TcpSocketOptions::default();
@@ -52,15 +50,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("auth runtime: {e}"))?;
     let storage = auth_runtime.block_on(Storage::connect(&config.storage))?;
     let sms = crate::sms::from_config(&config.sms)?;
-    let tokens = Arc::new(Tokens::new(&config.jwt));
-    let auth = Arc::new(AuthService::new(
-        storage.clone(),
-        sms,
-        &config.otp,
-        OtpCodec::new(&config.jwt.secret, config.otp.length),
-        Arc::clone(&tokens),
-    ));
+    let auth = Arc::new(AuthServices::new(&storage, sms, &config.otp, &config.jwt));
     let metrics = Arc::new(Metrics::new());
+    let live = snapshot::live(Snapshot::build(&config, &metrics)?);
 
     let server_conf = ServerConf {
         threads: config.server.threads,
@@ -70,43 +62,17 @@ pub fn serve(config: Config) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
     server.bootstrap();
-
-    let mut routes = Vec::with_capacity(config.routes.len());
-    for route in &config.routes {
-        let mut upstreams =
-            LoadBalancer::<RoundRobin>::try_from_iter(route.upstreams.iter().copied())
-                .map_err(|e| format!("route {}: {e}", route.name))?;
-        let mut check = TcpHealthCheck::new();
-        check.peer_template.options.connection_timeout = Some(route.connect_timeout);
-        upstreams.set_health_check(check);
-        upstreams.health_check_frequency = Some(route.health_check_interval);
-        let health_check = background_service(&format!("health check {}", route.name), upstreams);
-        let upstreams = health_check.task();
-        server.add_service(health_check);
-        routes.push((
-            route.host.clone(),
-            route.prefix.clone(),
-            Arc::new(Route {
-                name: route.name.clone(),
-                prefix: route.prefix.clone(),
-                auth: route.auth,
-                strip_prefix: route.strip_prefix,
-                connect_timeout: route.connect_timeout,
-                read_timeout: route.read_timeout,
-                upstreams,
-                upstream_count: route.upstreams.len(),
-                counters: metrics.counters(&route.name),
-            }),
-        ));
-    }
+    server.add_service(background_service(
+        "health checks",
+        HealthChecks {
+            live: Arc::clone(&live),
+        },
+    ));
 
     let gateway = Gateway {
-        router: Router::new(routes),
-        endpoints: EndpointPaths::new(&config.auth.path_prefix),
+        live,
         auth,
         auth_runtime: auth_runtime.handle().clone(),
-        tokens,
-        identity: config.auth.identity_headers.clone(),
         request_ids: RequestIds::default(),
         access_log: config.server.access_log,
         body_timeout: config.server.body_timeout,

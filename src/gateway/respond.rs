@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -37,15 +38,16 @@ pub fn content_length(session: &Session) -> Option<u64> {
 pub async fn send_json(
     session: &mut Session,
     status: u16,
-    headers: &[(&'static str, String)],
+    headers: &[(HeaderName, HeaderValue)],
     body: Vec<u8>,
 ) -> Result<()> {
     let mut response = ResponseHeader::build(status, Some(3 + headers.len()))?;
     response.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     response.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    // A reply may say otherwise (a cacheable document).
     response.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     for (name, value) in headers {
-        response.insert_header(*name, value.as_str())?;
+        response.insert_header(name.clone(), value.clone())?;
     }
     session
         .write_response_header(Box::new(response), false)

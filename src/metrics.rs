@@ -1,4 +1,5 @@
-//! Prometheus counters. Per-route counters are resolved once at start, so the
+//! Prometheus metrics, in one registry every layer records into (gateway,
+//! auth, store, SMS). Per-route counters are resolved once at start, so the
 //! request path only bumps an atomic.
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
@@ -24,6 +25,12 @@ impl StatusCounters {
             _ => 5,
         };
         self.by_class[class].inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
