@@ -135,7 +135,7 @@ fn migrate(config: &Config) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match &config.storage.backend {
         StorageBackend::Embedded { sqlite_path } => {
-            runtime.block_on(otpgate::store::SqliteUserStore::open(sqlite_path))?;
+            runtime.block_on(otpgate::store::backend::sqlite::SqliteDb::open(sqlite_path))?;
             println!(
                 "embedded storage: schema ready in {}",
                 sqlite_path.display()
@@ -147,13 +147,13 @@ fn migrate(config: &Config) -> Result<(), String> {
             ..
         } => {
             let applied = runtime.block_on(async {
-                let store = otpgate::store::MysqlUserStore::connect(
+                let db = otpgate::store::backend::mysql::MysqlDb::connect(
                     mysql_url.expose(),
                     *mysql_pool_max,
                     config.storage.timeout,
                 )
                 .await?;
-                store.migrate().await
+                db.migrate().await
             })?;
             if applied.is_empty() {
                 println!("mysql: schema up to date");

@@ -1,6 +1,6 @@
 //! The one place OTP state keys are named, for every backend.
 
-use super::Purpose;
+use super::otps::Purpose;
 
 /// Key names under a prefix (`otpgate:` on Redis, empty in process).
 #[derive(Debug, Clone)]

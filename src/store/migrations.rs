@@ -1,5 +1,7 @@
-//! The MySQL schema, compiled into the binary from `migrations/NNNN_name.sql`.
-//! A deployed binary needs nothing but its config.
+//! The schemas, compiled into the binary: MySQL's from `migrations/NNNN_name.sql`,
+//! SQLite's from `migrations/sqlite/NNNN_name.sql`. A deployed binary needs
+//! nothing but its config. Each backend records what it applied in
+//! `otpgate_migrations`.
 
 pub struct Migration {
     pub version: u32,
@@ -9,7 +11,7 @@ pub struct Migration {
 
 /// In order. Adding a file under `migrations/` means adding it here; a test
 /// checks the two agree.
-pub const MIGRATIONS: &[Migration] = &[
+pub const MYSQL: &[Migration] = &[
     Migration {
         version: 1,
         name: "create_users",
@@ -22,24 +24,43 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// In order, like `MYSQL`, from `migrations/sqlite/`.
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "create_users",
+    sql: include_str!("../../migrations/sqlite/0001_create_users.sql"),
+}];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_migration_file_is_compiled_in_and_in_order() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    fn files(dir: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let mut files: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|name| name.ends_with(".sql"))
             .collect();
         files.sort();
-        let listed: Vec<String> = MIGRATIONS
+        files
+    }
+
+    fn names(migrations: &[Migration]) -> Vec<String> {
+        migrations
             .iter()
             .map(|m| format!("{:04}_{}.sql", m.version, m.name))
-            .collect();
-        assert_eq!(files, listed);
-        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+            .collect()
+    }
+
+    #[test]
+    fn every_migration_file_is_compiled_in_and_in_order() {
+        assert_eq!(names(MYSQL), files("migrations"));
+        assert_eq!(names(SQLITE), files("migrations/sqlite"));
+        for list in [MYSQL, SQLITE] {
+            for (i, m) in list.iter().enumerate() {
+                assert_eq!(m.version as usize, i + 1, "versions count up from 1");
+            }
+        }
     }
 }

@@ -2,13 +2,11 @@
 //! identity and forwarding headers, streaming bodies, load balancing, health
 //! checks and upstream failures.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 

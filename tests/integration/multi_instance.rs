@@ -1,8 +1,7 @@
 //! Two gateway instances sharing one MySQL database and one Redis prefix:
 //! OTPs, cooldowns and tokens work across them as if they were one.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::Duration;
 

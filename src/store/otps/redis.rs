@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::keys::Keys;
-use super::{
-    IssueOutcome, OtpDigest, OtpLimits, OtpStore, Purpose, StoreError, StoreResult, VerifyOutcome,
-    within,
-};
+use super::{IssueOutcome, OtpDigest, OtpLimits, OtpStore, Purpose, VerifyOutcome};
+use crate::store::backend::redis::RedisConn;
+use crate::store::keys::Keys;
+use crate::store::{StoreError, StoreResult};
 
 /// KEYS: cooldown, otp. ARGV: cooldown ms, ttl ms, digest.
 /// Returns -1 when issued, else the cooldown's remaining milliseconds.
@@ -61,40 +59,22 @@ return 2
 ";
 
 pub struct RedisOtpStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
-    timeout: Duration,
     issue: Script,
     revoke: Script,
     verify: Script,
 }
 
 impl RedisOtpStore {
-    /// Connects (bounded by `timeout`) and checks the server answers.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = within(
-            timeout,
-            "redis connect",
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let store = Self {
+    pub fn new(conn: RedisConn, prefix: &str) -> Self {
+        Self {
             conn,
             keys: Keys::new(prefix),
-            timeout,
             issue: Script::new(ISSUE),
             revoke: Script::new(REVOKE),
             verify: Script::new(VERIFY),
-        };
-        store.ping().await.map_err(|e| e.to_string())?;
-        Ok(store)
+        }
     }
 }
 
@@ -111,14 +91,13 @@ impl OtpStore for RedisOtpStore {
         digest: &OtpDigest,
         limits: &OtpLimits,
     ) -> StoreResult<IssueOutcome> {
-        let mut conn = self.conn.clone();
         let mut call = self.issue.prepare_invoke();
         call.key(self.keys.cooldown(purpose, mobile))
             .key(self.keys.otp(purpose, mobile))
             .arg(millis(limits.cooldown))
             .arg(millis(limits.ttl).max(1))
             .arg(&digest.0[..]);
-        let left: i64 = within(self.timeout, "redis issue", call.invoke_async(&mut conn)).await?;
+        let left: i64 = self.conn.invoke("redis issue", &call).await?;
         Ok(if left < 0 {
             IssueOutcome::Issued
         } else {
@@ -129,17 +108,11 @@ impl OtpStore for RedisOtpStore {
     }
 
     async fn revoke(&self, purpose: Purpose, mobile: &str, digest: &OtpDigest) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
         let mut call = self.revoke.prepare_invoke();
         call.key(self.keys.otp(purpose, mobile))
             .key(self.keys.cooldown(purpose, mobile))
             .arg(&digest.0[..]);
-        within(
-            self.timeout,
-            "redis revoke",
-            call.invoke_async::<i64>(&mut conn),
-        )
-        .await?;
+        self.conn.invoke::<i64>("redis revoke", &call).await?;
         Ok(())
     }
 
@@ -150,13 +123,11 @@ impl OtpStore for RedisOtpStore {
         candidate: &OtpDigest,
         limits: &OtpLimits,
     ) -> StoreResult<VerifyOutcome> {
-        let mut conn = self.conn.clone();
         let mut call = self.verify.prepare_invoke();
         call.key(self.keys.otp(purpose, mobile))
             .arg(&candidate.0[..])
             .arg(limits.max_attempts);
-        let outcome: i64 =
-            within(self.timeout, "redis verify", call.invoke_async(&mut conn)).await?;
+        let outcome: i64 = self.conn.invoke("redis verify", &call).await?;
         match outcome {
             0 => Ok(VerifyOutcome::Missing),
             1 => Ok(VerifyOutcome::Valid),
@@ -168,31 +139,12 @@ impl OtpStore for RedisOtpStore {
     }
 
     async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let live: bool = within(
-            self.timeout,
-            "redis exists",
-            redis::cmd("EXISTS")
-                .arg(self.keys.otp(purpose, mobile))
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(live)
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.keys.otp(purpose, mobile));
+        self.conn.query("redis exists", &cmd).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        let pong: String = within(
-            self.timeout,
-            "redis ping",
-            redis::cmd("PING").query_async(&mut conn),
-        )
-        .await?;
-        if pong != "PONG" {
-            return Err(StoreError::Unavailable(format!(
-                "redis ping answered {pong:?}"
-            )));
-        }
-        Ok(())
+        self.conn.ping().await
     }
 }

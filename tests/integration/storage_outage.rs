@@ -2,8 +2,7 @@
 //! relays that the tests cut and restore), and a backend that is not there
 //! at start. The shared MySQL and Redis servers themselves are never touched.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::Stdio;
@@ -361,7 +360,7 @@ async fn a_mysql_that_accepts_but_never_answers_at_start_is_refused_in_bounded_t
 /// The mysql_redis backend with its Redis over TLS (`rediss://`), on a
 /// redis-server of this test's own with a self-signed certificate.
 async fn tls_redis_store(
-    redis: &common::redis_server::RedisServer,
+    redis: &crate::common::redis_server::RedisServer,
     fragment: &str,
 ) -> Option<Store> {
     let Store::MysqlRedis {
@@ -381,7 +380,7 @@ async fn tls_redis_store(
 async fn redis_over_tls_serves_the_otp_flow() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = tls::self_signed(certs.path());
-    let redis = common::redis_server::RedisServer::start_tls(&cert, &key).await;
+    let redis = crate::common::redis_server::RedisServer::start_tls(&cert, &key).await;
     // The certificate is self-signed: `#insecure` is the redis client's way to accept it.
     let Some(store) = tls_redis_store(&redis, "#insecure").await else {
         return;
@@ -412,7 +411,7 @@ async fn redis_over_tls_serves_the_otp_flow() {
 async fn an_unverifiable_redis_certificate_refuses_start() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = tls::self_signed(certs.path());
-    let redis = common::redis_server::RedisServer::start_tls(&cert, &key).await;
+    let redis = crate::common::redis_server::RedisServer::start_tls(&cert, &key).await;
     let Some((mysql, _)) = mysql_redis_urls() else {
         return;
     };

@@ -3,12 +3,10 @@
 //! trailing-dot hosts, identity-header spellings, ambiguous credentials,
 //! request ids, slow clients, and query strings in logs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::nginx::Nginx;
-use common::*;
+use crate::common::nginx::Nginx;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

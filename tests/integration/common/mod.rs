@@ -3,7 +3,7 @@
 //! databases and Redis prefixes. Each test crate uses part of it.
 #![allow(dead_code)]
 
-#[path = "../../examples/demo_upstream/echo.rs"]
+#[path = "../../../examples/demo_upstream/echo.rs"]
 pub mod echo;
 pub mod nginx;
 pub mod redis_server;

@@ -1,8 +1,7 @@
 //! Black-box tests of the auth endpoints (SPEC sections 3 and 4) through the
 //! real `otpgate` binary, each scenario run on both storage backends.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

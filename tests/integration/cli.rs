@@ -1,11 +1,9 @@
 //! The `otpgate` command line: check, migrate, start-up refusals, `.env`.
 
-mod common;
-
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = otpgate(dir);

@@ -1,8 +1,7 @@
 //! The SMS providers as a deployed gateway uses them: what each one delivers,
 //! and what a failing or hanging provider does to the auth endpoints.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
-use super::keys::Keys;
-use super::{IssueOutcome, OtpDigest, OtpLimits, OtpStore, Purpose, StoreResult, VerifyOutcome};
+use super::{IssueOutcome, OtpDigest, OtpLimits, OtpStore, Purpose, VerifyOutcome};
+use crate::store::StoreResult;
+use crate::store::keys::Keys;
 
 /// How often expired entries are swept out (they are ignored before that).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);

@@ -1,0 +1,65 @@
+//! The one Redis connection type every Redis store uses: today a single
+//! server through a reconnecting connection manager; Cluster and Sentinel
+//! connections take its place behind the same calls. Every call is bounded
+//! by the storage timeout.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, ScriptInvocation};
+
+use crate::store::{StoreError, StoreResult, within};
+
+#[derive(Clone)]
+pub struct RedisConn {
+    conn: ConnectionManager,
+    timeout: Duration,
+}
+
+impl RedisConn {
+    /// Connects (bounded by `timeout`) and checks the server answers.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = within(
+            timeout,
+            "redis connect",
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let conn = Self { conn, timeout };
+        conn.ping().await.map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+
+    /// Runs a prepared Lua script (EVALSHA, loading it when the server lacks it).
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        what: &str,
+        call: &ScriptInvocation<'_>,
+    ) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        within(self.timeout, what, call.invoke_async(&mut conn)).await
+    }
+
+    /// Runs one command.
+    pub async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        within(self.timeout, what, cmd.query_async(&mut conn)).await
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        let pong: String = self.query("redis ping", &redis::cmd("PING")).await?;
+        if pong != "PONG" {
+            return Err(StoreError::Unavailable(format!(
+                "redis ping answered {pong:?}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,14 @@
+//! Every black-box and storage conformance test, in one test binary: one
+//! link of the gateway's dependencies instead of one per file. Each module
+//! is one area; `tests/integration/common` is the harness.
+
+mod common;
+
+mod auth_endpoints;
+mod cli;
+mod hardening;
+mod multi_instance;
+mod proxy;
+mod sms_providers;
+mod storage_outage;
+mod store_conformance;
