@@ -14,10 +14,12 @@ use std::sync::Arc;
 
 use otpgate::auth::access::{AccessCheck, Principal, Requirement};
 use otpgate::auth::token::{Claims, Tokens};
-use otpgate::config::{IdentityHeaderNames, JwtConfig, Secret};
+use otpgate::config::{FeedLoss, IdentityHeaderNames, JwtConfig, Secret};
 use otpgate::context::RequestIds;
 use otpgate::gateway::headers::{append_forwarded_for, set_identity};
 use otpgate::gateway::router::Router;
+use otpgate::revocation::Revocations;
+use otpgate::store::RevokedSession;
 use otpgate::store::User;
 use pingora::http::RequestHeader;
 
@@ -41,6 +43,7 @@ fn claims() -> Claims {
         iss: "otpgate".into(),
         aud: "otpgate".into(),
         jti: "0123456789abcdef0123456789abcdef".into(),
+        sid: "0123456789abcdef0123456789abcdef".into(),
     }
 }
 
@@ -67,12 +70,24 @@ fn token_verification(c: &mut Criterion) {
         verified: true,
         created_at: 0,
     };
-    let token = tokens.issue(&user, now()).token;
+    let token = tokens
+        .issue(&user, "0123456789abcdef0123456789abcdef", now())
+        .token;
     group.bench_function("otpgate_hs256", |b| {
         b.iter(|| tokens.verify(black_box(&token)).unwrap())
     });
     // The proxy path's access check: a cache hit after the first verification.
-    let access = AccessCheck::new(Arc::clone(&tokens));
+    // With revocations in force (for other sessions): the lookup a real
+    // deployment pays on every request.
+    let revocations = Arc::new(Revocations::new(FeedLoss::Open));
+    let revoked: Vec<RevokedSession> = (0..1000)
+        .map(|i| RevokedSession {
+            session_id: format!("{i:032x}"),
+            until: now() + 3600,
+        })
+        .collect();
+    revocations.insert(&revoked);
+    let access = AccessCheck::new(Arc::clone(&tokens), revocations);
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::AUTHORIZATION,
@@ -163,6 +178,7 @@ fn header_rewriting(c: &mut Criterion) {
     let ids = RequestIds::default();
     let principal = Principal {
         user_id: 12345,
+        session_id: "s1".into(),
         user_id_header: http::HeaderValue::from_static("12345"),
         mobile_header: http::HeaderValue::from_static("+15550001111"),
     };

@@ -43,6 +43,16 @@ pub enum ApiError {
     Unauthorized,
     #[error("Invalid token")]
     InvalidToken,
+    #[error("Token revoked")]
+    TokenRevoked,
+    #[error("Revocations cannot be checked right now; try again shortly")]
+    RevocationUnavailable,
+    #[error("Invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("Refresh token already used")]
+    RefreshTokenReused,
+    #[error("Session not found")]
+    SessionNotFound,
     #[error("No route for this request")]
     NoRoute,
     #[error("Invalid request path: {0}")]
@@ -70,9 +80,15 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidRequest(_) | Self::InvalidPath(_) => 400,
-            Self::Unauthorized | Self::InvalidToken | Self::InvalidOtp | Self::OtpExpired => 401,
+            Self::Unauthorized
+            | Self::InvalidToken
+            | Self::TokenRevoked
+            | Self::InvalidRefreshToken
+            | Self::RefreshTokenReused
+            | Self::InvalidOtp
+            | Self::OtpExpired => 401,
             Self::AccountNotVerified => 403,
-            Self::UserNotFound | Self::NoRoute => 404,
+            Self::UserNotFound | Self::NoRoute | Self::SessionNotFound => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::RequestTimeout => 408,
             Self::AlreadyRegistered | Self::EmailTaken | Self::AlreadyVerified => 409,
@@ -81,7 +97,7 @@ impl ApiError {
             Self::Cooldown { .. } => 429,
             Self::Internal => 500,
             Self::SmsFailed | Self::UpstreamUnavailable => 502,
-            Self::StorageUnavailable => 503,
+            Self::StorageUnavailable | Self::RevocationUnavailable => 503,
             Self::UpstreamTimeout => 504,
         }
     }
@@ -104,6 +120,11 @@ impl ApiError {
             Self::StorageUnavailable => "storage_unavailable",
             Self::Unauthorized => "unauthorized",
             Self::InvalidToken => "invalid_token",
+            Self::TokenRevoked => "token_revoked",
+            Self::RevocationUnavailable => "revocation_unavailable",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::SessionNotFound => "session_not_found",
             Self::NoRoute => "no_route",
             Self::InvalidPath(_) => "invalid_path",
             Self::RequestTimeout => "request_timeout",
@@ -131,7 +152,7 @@ impl ApiError {
                 "www-authenticate",
                 r#"Bearer realm="otpgate""#.into(),
             )],
-            Self::InvalidToken => vec![header(
+            Self::InvalidToken | Self::TokenRevoked => vec![header(
                 "www-authenticate",
                 r#"Bearer realm="otpgate", error="invalid_token""#.into(),
             )],
@@ -174,6 +195,8 @@ impl From<crate::auth::access::Rejection> for ApiError {
         match rejection {
             Rejection::Missing => Self::Unauthorized,
             Rejection::Ambiguous | Rejection::Invalid | Rejection::Expired => Self::InvalidToken,
+            Rejection::Revoked => Self::TokenRevoked,
+            Rejection::RevocationUnavailable => Self::RevocationUnavailable,
         }
     }
 }

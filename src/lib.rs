@@ -8,5 +8,6 @@ pub mod context;
 pub mod gateway;
 pub mod metrics;
 pub mod path;
+pub mod revocation;
 pub mod sms;
 pub mod store;

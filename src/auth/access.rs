@@ -18,6 +18,7 @@ use thread_local::ThreadLocal;
 
 use super::token::{Bearer, Claims, Tokens};
 use super::unix_now;
+use crate::revocation::{Revocations, Standing};
 
 /// Whether a request must carry a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,10 @@ pub enum Rejection {
     Invalid,
     /// Past `exp` (and the leeway).
     Expired,
+    /// Its session was revoked (or its account deleted).
+    Revoked,
+    /// Revocations cannot be received and `on_feed_loss` is `closed`.
+    RevocationUnavailable,
 }
 
 impl Rejection {
@@ -48,6 +53,8 @@ impl Rejection {
             Self::Missing => "missing",
             Self::Ambiguous | Self::Invalid => "invalid",
             Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::RevocationUnavailable => "revocation_unavailable",
         }
     }
 }
@@ -57,6 +64,8 @@ impl Rejection {
 pub struct Principal {
     /// `sub`, the user id.
     pub user_id: u64,
+    /// `sid`, the session.
+    pub session_id: Box<str>,
     /// Header values for the identity headers.
     pub user_id_header: HeaderValue,
     pub mobile_header: HeaderValue,
@@ -68,6 +77,7 @@ impl Principal {
         let header = |v: &str| HeaderValue::from_str(v).map_err(|_| Rejection::Invalid);
         Ok(Self {
             user_id,
+            session_id: claims.sid.as_str().into(),
             user_id_header: header(&claims.sub)?,
             mobile_header: header(&claims.mobile)?,
         })
@@ -86,13 +96,15 @@ const CACHE_ENTRIES: usize = 4096;
 
 pub struct AccessCheck {
     tokens: Arc<Tokens>,
+    revocations: Arc<Revocations>,
     cache: ThreadLocal<RefCell<HashMap<Box<str>, Verified>>>,
 }
 
 impl AccessCheck {
-    pub fn new(tokens: Arc<Tokens>) -> Self {
+    pub fn new(tokens: Arc<Tokens>, revocations: Arc<Revocations>) -> Self {
         Self {
             tokens,
+            revocations,
             cache: ThreadLocal::new(),
         }
     }
@@ -112,15 +124,19 @@ impl AccessCheck {
             Bearer::Ambiguous => return Err(Rejection::Ambiguous),
             Bearer::Token(token) => token,
         };
-        let principal = self.verified(token)?;
-        // Checks that hold on every request, cached or not, belong here.
-        Ok(Some(principal))
+        let now = unix_now();
+        let principal = self.verified(token, now)?;
+        // Checks that hold on every request, cached or not.
+        match self.revocations.standing(&principal.session_id, now) {
+            Standing::Valid => Ok(Some(principal)),
+            Standing::Revoked => Err(Rejection::Revoked),
+            Standing::Unknown => Err(Rejection::RevocationUnavailable),
+        }
     }
 
     /// The token's principal, from this thread's cache or verified now.
     /// Only successes are cached, so a bad token is checked every time.
-    fn verified(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
-        let now = unix_now();
+    fn verified(&self, token: &str, now: i64) -> Result<Arc<Principal>, Rejection> {
         let cache = self.cache.get_or_default();
         if let Some(hit) = cache.borrow().get(token)
             && now <= hit.valid_until
@@ -155,7 +171,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{JwtConfig, Secret};
+    use crate::config::{FeedLoss, JwtConfig, Secret};
+    use crate::store::RevokedSession;
     use crate::store::User;
 
     fn config(secret: &str) -> JwtConfig {
@@ -189,8 +206,11 @@ mod tests {
     #[test]
     fn principals_come_from_verified_tokens_and_are_cached() {
         let tokens = Arc::new(Tokens::new(&config("s")));
-        let access = AccessCheck::new(Arc::clone(&tokens));
-        let token = tokens.issue(&user(), unix_now()).token;
+        let access = AccessCheck::new(
+            Arc::clone(&tokens),
+            Arc::new(Revocations::new(FeedLoss::Open)),
+        );
+        let token = tokens.issue(&user(), "s1", unix_now()).token;
         let first = access
             .check(&bearer(&token), Requirement::Required)
             .unwrap()
@@ -212,7 +232,10 @@ mod tests {
     #[test]
     fn rejections_say_why() {
         let tokens = Arc::new(Tokens::new(&config("s")));
-        let access = AccessCheck::new(Arc::clone(&tokens));
+        let access = AccessCheck::new(
+            Arc::clone(&tokens),
+            Arc::new(Revocations::new(FeedLoss::Open)),
+        );
         let none = HeaderMap::new();
         assert_eq!(
             access.check(&none, Requirement::Required).unwrap_err(),
@@ -224,14 +247,16 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let expired = tokens.issue(&user(), unix_now() - 3600 - 60).token;
+        let expired = tokens.issue(&user(), "s1", unix_now() - 3600 - 60).token;
         assert_eq!(
             access
                 .check(&bearer(&expired), Requirement::Optional)
                 .unwrap_err(),
             Rejection::Expired
         );
-        let forged = Tokens::new(&config("o")).issue(&user(), unix_now()).token;
+        let forged = Tokens::new(&config("o"))
+            .issue(&user(), "s1", unix_now())
+            .token;
         for _ in 0..2 {
             // Never cached: refused every time.
             assert_eq!(
@@ -241,7 +266,7 @@ mod tests {
                 Rejection::Invalid
             );
         }
-        let mut two = bearer(&tokens.issue(&user(), unix_now()).token);
+        let mut two = bearer(&tokens.issue(&user(), "s1", unix_now()).token);
         two.append(AUTHORIZATION, "Bearer x".parse().unwrap());
         assert_eq!(
             access.check(&two, Requirement::Optional).unwrap_err(),
@@ -253,13 +278,16 @@ mod tests {
     #[test]
     fn a_cached_token_is_not_used_past_its_expiry() {
         let tokens = Arc::new(Tokens::new(&config("s")));
-        let access = AccessCheck::new(Arc::clone(&tokens));
-        let live = tokens.issue(&user(), unix_now()).token;
+        let access = AccessCheck::new(
+            Arc::clone(&tokens),
+            Arc::new(Revocations::new(FeedLoss::Open)),
+        );
+        let live = tokens.issue(&user(), "s1", unix_now()).token;
         let principal = access
             .check(&bearer(&live), Requirement::Required)
             .unwrap()
             .unwrap();
-        let expired = tokens.issue(&user(), unix_now() - 3600 - 60).token;
+        let expired = tokens.issue(&user(), "s1", unix_now() - 3600 - 60).token;
         access.cache.get_or_default().borrow_mut().insert(
             expired.as_str().into(),
             Verified {
@@ -272,6 +300,49 @@ mod tests {
                 .check(&bearer(&expired), Requirement::Required)
                 .unwrap_err(),
             Rejection::Expired
+        );
+    }
+
+    #[test]
+    fn a_revoked_session_is_refused_even_from_the_cache() {
+        let tokens = Arc::new(Tokens::new(&config("s")));
+        let revocations = Arc::new(Revocations::new(FeedLoss::Open));
+        let access = AccessCheck::new(Arc::clone(&tokens), Arc::clone(&revocations));
+        let token = tokens.issue(&user(), "s1", unix_now()).token;
+        let other = tokens.issue(&user(), "s2", unix_now()).token;
+        assert!(access.check(&bearer(&token), Requirement::Required).is_ok());
+        revocations.insert(&[RevokedSession {
+            session_id: "s1".into(),
+            until: unix_now() + 3600,
+        }]);
+        assert_eq!(
+            access
+                .check(&bearer(&token), Requirement::Required)
+                .unwrap_err(),
+            Rejection::Revoked
+        );
+        assert!(access.check(&bearer(&other), Requirement::Optional).is_ok());
+    }
+
+    #[test]
+    fn a_lost_feed_in_closed_mode_refuses_tokens_but_not_anonymous_requests() {
+        let tokens = Arc::new(Tokens::new(&config("s")));
+        let access = AccessCheck::new(
+            Arc::clone(&tokens),
+            Arc::new(Revocations::new(FeedLoss::Closed)),
+        );
+        let token = tokens.issue(&user(), "s1", unix_now()).token;
+        assert_eq!(
+            access
+                .check(&bearer(&token), Requirement::Optional)
+                .unwrap_err(),
+            Rejection::RevocationUnavailable
+        );
+        assert!(
+            access
+                .check(&HeaderMap::new(), Requirement::Optional)
+                .unwrap()
+                .is_none()
         );
     }
 }

@@ -87,6 +87,11 @@ impl OtpDelivery {
         }
     }
 
+    /// Removes every OTP and cooldown of `mobile`.
+    pub async fn forget(&self, mobile: &str) -> Result<(), ApiError> {
+        Ok(self.otps.forget(mobile).await?)
+    }
+
     /// Whether a live OTP exists for (purpose, mobile).
     pub async fn is_live(&self, purpose: Purpose, mobile: &str) -> Result<bool, ApiError> {
         Ok(self.otps.is_live(purpose, mobile).await?)

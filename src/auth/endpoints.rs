@@ -11,6 +11,7 @@ use super::AuthServices;
 use super::access::Principal;
 use super::input::{self, Inputs};
 use super::login::LoginOutcome;
+use super::session::LogoutScope;
 use super::signup::Registered;
 use crate::api::{ApiError, JsonFields};
 use crate::context::RequestContext;
@@ -28,6 +29,22 @@ pub enum Endpoint {
     Login,
     ResendOtp,
     User,
+    DeleteUser,
+    Refresh,
+    Logout,
+    Sessions,
+    DeleteSession,
+}
+
+/// What an endpoint reads from the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Nothing: any body is ignored.
+    None,
+    /// A JSON object (`Content-Type: application/json`, at most 16 KiB).
+    Json,
+    /// A JSON object, or an empty body (then no `Content-Type` is needed).
+    OptionalJson,
 }
 
 /// One auth endpoint: where it lives and what it reads.
@@ -37,8 +54,7 @@ pub struct EndpointSpec {
     pub method: &'static str,
     /// Under `auth.path_prefix`; a `{name}` segment matches any one segment.
     pub path: &'static str,
-    /// Reads a JSON body (`Content-Type: application/json`, at most 16 KiB).
-    pub json_body: bool,
+    pub body: Body,
     /// Needs `Authorization: Bearer` (the access check runs first).
     pub bearer: bool,
     /// A short name for logs and metrics.
@@ -50,7 +66,7 @@ pub const ENDPOINTS: &[EndpointSpec] = &[
         endpoint: Endpoint::Register,
         method: "POST",
         path: "/register",
-        json_body: true,
+        body: Body::Json,
         bearer: false,
         name: "register",
     },
@@ -58,7 +74,7 @@ pub const ENDPOINTS: &[EndpointSpec] = &[
         endpoint: Endpoint::VerifyOtp,
         method: "POST",
         path: "/verify-otp",
-        json_body: true,
+        body: Body::Json,
         bearer: false,
         name: "verify-otp",
     },
@@ -66,7 +82,7 @@ pub const ENDPOINTS: &[EndpointSpec] = &[
         endpoint: Endpoint::Login,
         method: "POST",
         path: "/login",
-        json_body: true,
+        body: Body::Json,
         bearer: false,
         name: "login",
     },
@@ -74,7 +90,7 @@ pub const ENDPOINTS: &[EndpointSpec] = &[
         endpoint: Endpoint::ResendOtp,
         method: "POST",
         path: "/resend-otp",
-        json_body: true,
+        body: Body::Json,
         bearer: false,
         name: "resend-otp",
     },
@@ -82,9 +98,49 @@ pub const ENDPOINTS: &[EndpointSpec] = &[
         endpoint: Endpoint::User,
         method: "GET",
         path: "/user",
-        json_body: false,
+        body: Body::None,
         bearer: true,
         name: "user",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::DeleteUser,
+        method: "DELETE",
+        path: "/user",
+        body: Body::None,
+        bearer: true,
+        name: "delete-user",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::Refresh,
+        method: "POST",
+        path: "/token/refresh",
+        body: Body::Json,
+        bearer: false,
+        name: "token-refresh",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::Logout,
+        method: "POST",
+        path: "/logout",
+        body: Body::OptionalJson,
+        bearer: true,
+        name: "logout",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::Sessions,
+        method: "GET",
+        path: "/sessions",
+        body: Body::None,
+        bearer: true,
+        name: "sessions",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::DeleteSession,
+        method: "DELETE",
+        path: "/sessions/{id}",
+        body: Body::None,
+        bearer: true,
+        name: "delete-session",
     },
 ];
 
@@ -179,6 +235,8 @@ fn match_pattern<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
 /// endpoints) access.
 pub struct AuthRequest {
     pub endpoint: Endpoint,
+    /// The values of the path's `{name}` segments, in order.
+    pub params: Vec<String>,
     pub context: RequestContext,
     pub principal: Option<std::sync::Arc<Principal>>,
     pub body: Bytes,
@@ -208,10 +266,8 @@ impl Reply {
 
 pub async fn handle(services: &AuthServices, request: AuthRequest) -> Result<Reply, ApiError> {
     let ctx = &request.context;
-    if request.endpoint == Endpoint::User {
-        let principal = request.principal.as_deref().ok_or(ApiError::Unauthorized)?;
-        let user = services.accounts.current(principal).await?;
-        return Ok(Reply::json(200, json!({ "user": user })));
+    if let Some(principal) = request.principal.as_deref() {
+        return bearer(services, &request, principal).await;
     }
     let inputs = Inputs {
         default_country_code: services.default_country_code.as_deref(),
@@ -254,7 +310,66 @@ pub async fn handle(services: &AuthServices, request: AuthRequest) -> Result<Rep
             }
             Ok(Reply::message(200, "OTP sent"))
         }
-        Endpoint::User => unreachable!("answered above"),
+        Endpoint::Refresh => {
+            let refresh_token = input::refresh_token(&fields)?;
+            let grant = services.sessions.refresh(ctx, &refresh_token).await?;
+            Ok(Reply::json(
+                200,
+                json!({
+                    "token": grant.access.token,
+                    "token_type": "Bearer",
+                    "expires_in": grant.access.expires_in,
+                    "refresh_token": grant.refresh_token,
+                }),
+            ))
+        }
+        Endpoint::User
+        | Endpoint::DeleteUser
+        | Endpoint::Logout
+        | Endpoint::Sessions
+        | Endpoint::DeleteSession => Err(ApiError::Unauthorized),
+    }
+}
+
+/// The endpoints of a signed-in caller.
+async fn bearer(
+    services: &AuthServices,
+    request: &AuthRequest,
+    principal: &Principal,
+) -> Result<Reply, ApiError> {
+    let ctx = &request.context;
+    match request.endpoint {
+        Endpoint::User => {
+            let user = services.accounts.current(principal).await?;
+            Ok(Reply::json(200, json!({ "user": user })))
+        }
+        Endpoint::DeleteUser => {
+            services.accounts.delete(ctx, principal).await?;
+            Ok(Reply::message(200, "Account deleted"))
+        }
+        Endpoint::Logout => {
+            let scope = if request.body.is_empty() {
+                LogoutScope::Local
+            } else {
+                input::logout_scope(&JsonFields::parse(&request.body)?)?
+            };
+            services.sessions.logout(ctx, principal, scope).await?;
+            Ok(Reply::message(200, "Logged out"))
+        }
+        Endpoint::Sessions => {
+            let sessions = services.sessions.list(principal).await?;
+            Ok(Reply::json(200, json!({ "sessions": sessions })))
+        }
+        Endpoint::DeleteSession => {
+            let id = request.params.first().ok_or(ApiError::SessionNotFound)?;
+            services.sessions.delete(ctx, principal, id).await?;
+            Ok(Reply::message(200, "Session revoked"))
+        }
+        Endpoint::Register
+        | Endpoint::VerifyOtp
+        | Endpoint::Login
+        | Endpoint::ResendOtp
+        | Endpoint::Refresh => Err(ApiError::Internal),
     }
 }
 

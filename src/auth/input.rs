@@ -5,6 +5,7 @@ use crate::api::{ApiError, JsonFields};
 use crate::store::{Purpose, Registration};
 
 use super::mobile;
+use super::session::LogoutScope;
 
 pub struct Inputs<'a> {
     pub default_country_code: Option<&'a str>,
@@ -42,6 +43,31 @@ pub fn login_otp(fields: &JsonFields) -> Result<Option<String>, ApiError> {
     match fields.optional("otp")?.map(str::trim) {
         None | Some("") => Ok(None),
         Some(_) => otp(fields).map(Some),
+    }
+}
+
+/// A refresh token as issued: 64 hex digits. Anything else cannot be one.
+pub fn refresh_token(fields: &JsonFields) -> Result<String, ApiError> {
+    let token = fields.required("refresh_token")?.trim();
+    if token.is_empty() {
+        return Err(ApiError::invalid("refresh_token", "must not be empty"));
+    }
+    if token.len() > 256 {
+        return Err(ApiError::invalid("refresh_token", "is too long"));
+    }
+    Ok(token.to_owned())
+}
+
+/// `scope` of a logout: `local` (the default), `global` or `others`.
+pub fn logout_scope(fields: &JsonFields) -> Result<LogoutScope, ApiError> {
+    match fields.optional("scope")? {
+        None | Some("local") => Ok(LogoutScope::Local),
+        Some("global") => Ok(LogoutScope::Global),
+        Some("others") => Ok(LogoutScope::Others),
+        Some(_) => Err(ApiError::invalid(
+            "scope",
+            "must be \"local\", \"global\" or \"others\"",
+        )),
     }
 }
 

@@ -6,21 +6,29 @@ use serde::Serialize;
 
 use super::delivery::OtpDelivery;
 use super::mobile::masked;
-use super::token::Tokens;
+use super::session::Sessions;
 use super::unix_now;
 use crate::api::ApiError;
 use crate::context::RequestContext;
 use crate::store::{Purpose, User, UserStore};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct LoginToken {
     pub token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
+    pub refresh_token: String,
+    pub session_id: String,
     pub first_name: String,
     pub last_name: String,
     pub email: String,
     pub login_at: i64,
+}
+
+impl std::fmt::Debug for LoginToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginToken(session {}, tokens ***)", self.session_id)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,15 +40,19 @@ pub enum LoginOutcome {
 pub struct Login {
     users: Arc<dyn UserStore>,
     delivery: Arc<OtpDelivery>,
-    tokens: Arc<Tokens>,
+    sessions: Arc<Sessions>,
 }
 
 impl Login {
-    pub fn new(users: Arc<dyn UserStore>, delivery: Arc<OtpDelivery>, tokens: Arc<Tokens>) -> Self {
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        delivery: Arc<OtpDelivery>,
+        sessions: Arc<Sessions>,
+    ) -> Self {
         Self {
             users,
             delivery,
-            tokens,
+            sessions,
         }
     }
 
@@ -59,16 +71,14 @@ impl Login {
         };
         self.delivery.consume(Purpose::Login, mobile, otp).await?;
         let login_at = unix_now();
-        let issued = self.tokens.issue(&user, login_at);
-        tracing::info!(
-            request_id = ctx.request_id(),
-            user_id = user.id,
-            "login succeeded"
-        );
+        let grant = self.sessions.start(&user, login_at).await?;
+        tracing::info!(request_id = ctx.request_id(), user_id = user.id, session_id = %grant.session_id, "login");
         Ok(LoginOutcome::Token(Box::new(LoginToken {
-            token: issued.token,
+            token: grant.access.token,
             token_type: "Bearer",
-            expires_in: issued.expires_in,
+            expires_in: grant.access.expires_in,
+            refresh_token: grant.refresh_token,
+            session_id: grant.session_id,
             first_name: user.first_name,
             last_name: user.last_name,
             email: user.email,

@@ -10,12 +10,15 @@ mod input;
 pub mod login;
 pub mod mobile;
 pub mod otp;
+pub mod refresh;
+pub mod session;
 pub mod signup;
 pub mod token;
 
 use std::sync::Arc;
 
-use crate::config::{JwtConfig, OtpConfig};
+use crate::config::Config;
+use crate::revocation::Revocations;
 use crate::sms::SmsSender;
 use crate::store::{OtpLimits, Storage};
 
@@ -31,6 +34,7 @@ pub struct AuthServices {
     pub signup: signup::Signup,
     pub login: login::Login,
     pub accounts: account::Accounts,
+    pub sessions: Arc<session::Sessions>,
     pub access: access::AccessCheck,
     /// `otp.default_country_code`, for reading mobiles.
     pub default_country_code: Option<String>,
@@ -40,9 +44,10 @@ impl AuthServices {
     pub fn new(
         storage: &Storage,
         sms: Arc<dyn SmsSender>,
-        otp: &OtpConfig,
-        jwt: &JwtConfig,
+        config: &Config,
+        revocations: Arc<Revocations>,
     ) -> Self {
+        let (otp, jwt) = (&config.otp, &config.jwt);
         let tokens = Arc::new(token::Tokens::new(jwt));
         let delivery = Arc::new(delivery::OtpDelivery::new(
             Arc::clone(&storage.otps),
@@ -55,11 +60,25 @@ impl AuthServices {
             },
         ));
         let users = &storage.users;
+        let sessions = Arc::new(session::Sessions::new(
+            Arc::clone(&storage.sessions),
+            Arc::clone(users),
+            Arc::clone(&tokens),
+            refresh::RefreshCodec::new(&jwt.secret),
+            Arc::clone(&revocations),
+            Arc::clone(&storage.revocations),
+            config.session.clone(),
+        ));
         Self {
             signup: signup::Signup::new(Arc::clone(users), Arc::clone(&delivery)),
-            login: login::Login::new(Arc::clone(users), delivery, Arc::clone(&tokens)),
-            accounts: account::Accounts::new(Arc::clone(users)),
-            access: access::AccessCheck::new(tokens),
+            login: login::Login::new(
+                Arc::clone(users),
+                Arc::clone(&delivery),
+                Arc::clone(&sessions),
+            ),
+            accounts: account::Accounts::new(Arc::clone(users), Arc::clone(&sessions), delivery),
+            sessions,
+            access: access::AccessCheck::new(tokens, revocations),
             default_country_code: otp.default_country_code.clone(),
         }
     }

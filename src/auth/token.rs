@@ -20,6 +20,8 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: String,
+    /// The session the token belongs to: revoking it revokes the token.
+    pub sid: String,
 }
 
 /// What the request's `Authorization` headers hold, as far as a bearer token goes.
@@ -72,10 +74,16 @@ impl<'a> Bearer<'a> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IssuedToken {
     pub token: String,
     pub expires_in: u64,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IssuedToken(***, expires_in: {})", self.expires_in)
+    }
 }
 
 pub struct Tokens {
@@ -112,8 +120,9 @@ impl Tokens {
         }
     }
 
-    /// Signs a token for `user`, valid from `now` (unix seconds) for the configured ttl.
-    pub fn issue(&self, user: &User, now: i64) -> IssuedToken {
+    /// Signs a token for `user` in session `sid`, valid from `now` (unix
+    /// seconds) for the configured ttl.
+    pub fn issue(&self, user: &User, sid: &str, now: i64) -> IssuedToken {
         let ttl = self.ttl.as_secs();
         let claims = Claims {
             sub: user.id.to_string(),
@@ -124,6 +133,7 @@ impl Tokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: uuid::Uuid::new_v4().simple().to_string(),
+            sid: sid.to_owned(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .expect("HS256 signing of plain claims cannot fail");
@@ -137,6 +147,11 @@ impl Tokens {
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
+    }
+
+    /// Seconds an access token lives.
+    pub fn ttl_secs(&self) -> i64 {
+        i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Seconds of clock skew allowed on `exp` and `nbf`.
@@ -182,10 +197,11 @@ mod tests {
     #[test]
     fn issued_tokens_verify_with_all_claims() {
         let tokens = Tokens::new(&config());
-        let issued = tokens.issue(&user(), now());
+        let issued = tokens.issue(&user(), "s1", now());
         assert_eq!(issued.expires_in, 3600);
         let claims = tokens.verify(&issued.token).unwrap();
         assert_eq!(claims.sub, "7");
+        assert_eq!(claims.sid, "s1");
         assert_eq!(claims.mobile, "+15550001111");
         assert_eq!(claims.exp - claims.iat, 3600);
         assert_eq!(claims.nbf, claims.iat);
@@ -193,7 +209,7 @@ mod tests {
             (claims.iss.as_str(), claims.aud.as_str()),
             ("otpgate", "otpgate")
         );
-        let again = tokens.issue(&user(), now());
+        let again = tokens.issue(&user(), "s1", now());
         assert_ne!(claims.jti, tokens.verify(&again.token).unwrap().jti);
     }
 
@@ -201,14 +217,14 @@ mod tests {
     fn expiry_respects_the_leeway() {
         let tokens = Tokens::new(&config());
         let t = now();
-        let just_expired = tokens.issue(&user(), t - 3600 - 10);
+        let just_expired = tokens.issue(&user(), "s1", t - 3600 - 10);
         assert!(
             tokens.verify(&just_expired.token).is_ok(),
             "within 30s leeway"
         );
-        let expired = tokens.issue(&user(), t - 3600 - 60);
+        let expired = tokens.issue(&user(), "s1", t - 3600 - 60);
         assert!(tokens.verify(&expired.token).is_err());
-        let future = tokens.issue(&user(), t + 120);
+        let future = tokens.issue(&user(), "s1", t + 120);
         assert!(tokens.verify(&future.token).is_err(), "nbf in the future");
     }
 

@@ -73,7 +73,29 @@ pub struct Config {
     pub sms: SmsConfig,
     pub jwt: JwtConfig,
     pub auth: AuthConfig,
+    pub session: SessionConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// A refresh token's lifetime; each refresh starts a new one.
+    pub refresh_ttl: Duration,
+    /// A session ends this long after its login, refreshed or not.
+    pub max_lifetime: Duration,
+    /// A spent refresh token presented again within this is refused without
+    /// revoking its session (a client's retry); later, it revokes it.
+    pub reuse_grace: Duration,
+    pub on_feed_loss: FeedLoss,
+}
+
+/// What an instance does while it cannot receive revocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedLoss {
+    /// Keep accepting tokens by what it knows.
+    Open,
+    /// Answer 503 `revocation_unavailable` to requests carrying a token.
+    Closed,
 }
 
 #[derive(Debug, Clone)]

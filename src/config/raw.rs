@@ -14,7 +14,32 @@ pub struct RawConfig {
     pub sms: RawSms,
     pub jwt: RawJwt,
     pub auth: RawAuth,
+    pub session: RawSession,
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+    pub on_feed_loss: String,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            refresh_ttl: Duration::from_secs(30 * DAY),
+            max_lifetime: Duration::from_secs(90 * DAY),
+            reuse_grace: Duration::from_secs(10),
+            on_feed_loss: "open".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     let sms = sms(&raw.sms)?;
     let jwt = jwt(&raw)?;
     let auth = auth(&raw)?;
+    let session = session(&raw)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
@@ -57,7 +58,40 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         sms,
         jwt,
         auth,
+        session,
         routes,
+    })
+}
+
+fn session(raw: &RawConfig) -> Result<SessionConfig> {
+    let s = &raw.session;
+    if s.refresh_ttl < Duration::from_secs(1) {
+        return err("session.refresh_ttl", "must be at least 1s");
+    }
+    if s.max_lifetime < Duration::from_secs(1) {
+        return err("session.max_lifetime", "must be at least 1s");
+    }
+    if s.reuse_grace >= s.refresh_ttl {
+        return err(
+            "session.reuse_grace",
+            "must be shorter than session.refresh_ttl",
+        );
+    }
+    let on_feed_loss = match s.on_feed_loss.as_str() {
+        "open" => FeedLoss::Open,
+        "closed" => FeedLoss::Closed,
+        other => {
+            return err(
+                "session.on_feed_loss",
+                format!("expected open or closed, got {other:?}"),
+            );
+        }
+    };
+    Ok(SessionConfig {
+        refresh_ttl: s.refresh_ttl,
+        max_lifetime: s.max_lifetime,
+        reuse_grace: s.reuse_grace,
+        on_feed_loss,
     })
 }
 

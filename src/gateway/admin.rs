@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (storage
-//! answers) and `/metrics` (Prometheus text). Never on the proxy listener.
+//! answers and the revocation feed is connected) and `/metrics` (Prometheus text). Never on the proxy listener.
 
 use std::sync::Arc;
 
@@ -9,11 +9,13 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
+use crate::revocation::Revocations;
 use crate::store::Storage;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub storage: Storage,
+    pub revocations: Arc<Revocations>,
     pub auth_runtime: tokio::runtime::Handle,
 }
 
@@ -38,9 +40,20 @@ impl ServeHttp for Admin {
                     .auth_runtime
                     .spawn(async move { storage.ping().await })
                     .await;
-                match ready {
-                    Ok(Ok(())) => reply(200, json, br#"{"status":"ready"}"#.to_vec()),
-                    _ => reply(503, json, br#"{"status":"storage_unavailable"}"#.to_vec()),
+                let mut failing = Vec::new();
+                if !matches!(ready, Ok(Ok(()))) {
+                    failing.push("storage");
+                }
+                // Without the feed this instance may accept revoked tokens
+                // (or, with on_feed_loss: closed, refuse every token).
+                if !self.revocations.feed_up() {
+                    failing.push("revocation");
+                }
+                if failing.is_empty() {
+                    reply(200, json, br#"{"status":"ready"}"#.to_vec())
+                } else {
+                    let body = serde_json::json!({"status": "not_ready", "failing": failing});
+                    reply(503, json, body.to_string().into_bytes())
                 }
             }
             "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics.render()),

@@ -99,6 +99,7 @@ mod tests {
         }
         let principal = Principal {
             user_id: 7,
+            session_id: "s1".into(),
             user_id_header: HeaderValue::from_static("7"),
             mobile_header: HeaderValue::from_static("+15550001111"),
         };

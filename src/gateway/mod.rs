@@ -24,6 +24,7 @@ use crate::auth::AuthServices;
 use crate::config::Config;
 use crate::context::RequestIds;
 use crate::metrics::Metrics;
+use crate::revocation::{self, Revocations};
 use crate::store::Storage;
 
 use self::admin::Admin;
@@ -50,7 +51,19 @@ pub fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("auth runtime: {e}"))?;
     let storage = auth_runtime.block_on(Storage::connect(&config.storage))?;
     let sms = crate::sms::from_config(&config.sms)?;
-    let auth = Arc::new(AuthServices::new(&storage, sms, &config.otp, &config.jwt));
+    let revocations = Arc::new(Revocations::new(config.session.on_feed_loss));
+    auth_runtime.block_on(revocation::load(&revocations, storage.sessions.as_ref()))?;
+    auth_runtime.spawn(revocation::follow(
+        Arc::clone(&revocations),
+        Arc::clone(&storage.sessions),
+        Arc::clone(&storage.revocations),
+    ));
+    let auth = Arc::new(AuthServices::new(
+        &storage,
+        sms,
+        &config,
+        Arc::clone(&revocations),
+    ));
     let metrics = Arc::new(Metrics::new());
     let live = snapshot::live(Snapshot::build(&config, &metrics)?);
 
@@ -93,6 +106,7 @@ pub fn serve(config: Config) -> Result<(), String> {
             Admin {
                 metrics,
                 storage,
+                revocations,
                 auth_runtime: auth_runtime.handle().clone(),
             },
         );

@@ -26,7 +26,7 @@ use super::snapshot::{Live, Route, Snapshot};
 use crate::api::ApiError;
 use crate::auth::AuthServices;
 use crate::auth::access::{Principal, Requirement};
-use crate::auth::endpoints::{self, AuthRequest, EndpointSpec, Lookup, MAX_BODY_BYTES};
+use crate::auth::endpoints::{self, AuthRequest, Body, EndpointSpec, Lookup, MAX_BODY_BYTES};
 use crate::config::AuthMode;
 use crate::context::{RequestContext, RequestIds};
 use crate::metrics::StatusCounters;
@@ -69,9 +69,10 @@ impl Gateway {
         &self,
         session: &mut Session,
         spec: &'static EndpointSpec,
+        params: Vec<String>,
         context: RequestContext,
     ) -> Result<()> {
-        match self.auth_reply(session, spec, context).await {
+        match self.auth_reply(session, spec, params, context).await {
             Ok(reply) => send_json(session, reply.status, &reply.headers, reply.body).await,
             Err(error) => send_error(session, &error).await,
         }
@@ -81,6 +82,7 @@ impl Gateway {
         &self,
         session: &mut Session,
         spec: &'static EndpointSpec,
+        params: Vec<String>,
         context: RequestContext,
     ) -> std::result::Result<endpoints::Reply, ApiError> {
         let header = session.req_header();
@@ -91,7 +93,14 @@ impl Gateway {
         } else {
             None
         };
-        let body = if spec.json_body {
+        let reads = match spec.body {
+            Body::None => false,
+            Body::Json => true,
+            // An empty body needs no Content-Type.
+            Body::OptionalJson => !request_body_is_empty(session),
+        };
+        let body = if reads {
+            let header = session.req_header();
             endpoints::check_content_type(header.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))?;
             match tokio::time::timeout(self.body_timeout, read_body(session, MAX_BODY_BYTES)).await
             {
@@ -107,6 +116,7 @@ impl Gateway {
         };
         let request = AuthRequest {
             endpoint: spec.endpoint,
+            params,
             context,
             principal,
             body,
@@ -123,6 +133,16 @@ impl Gateway {
                 ApiError::Internal
             })?
     }
+}
+
+/// Whether the request says it has no body (no length, or length 0, and
+/// not chunked).
+fn request_body_is_empty(session: &Session) -> bool {
+    let chunked = session
+        .req_header()
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING);
+    !chunked && content_length(session).is_none_or(|n| n == 0)
 }
 
 /// Reads the whole (small) body of an auth request, refusing more than `limit`.
@@ -238,9 +258,10 @@ impl ProxyHttp for Gateway {
         let header = session.req_header();
         let path = ctx.path.as_deref().unwrap_or(header.uri.path());
         match snapshot.endpoints.find(path, header.method.as_str()) {
-            Lookup::Found(spec, _) => {
+            Lookup::Found(spec, params) => {
+                let params = params.into_iter().map(str::to_owned).collect();
                 ctx.endpoint = Some(spec);
-                self.serve_auth(session, spec, context).await?;
+                self.serve_auth(session, spec, params, context).await?;
                 return Ok(true);
             }
             Lookup::WrongMethod(error) => {

@@ -22,6 +22,11 @@ impl Keys {
         format!("{}otp:{}:{{{mobile}}}", self.prefix, purpose.as_str())
     }
 
+    /// The pub/sub channel that carries session revocations to every instance.
+    pub fn revocations(&self) -> String {
+        format!("{}revoked-sessions", self.prefix)
+    }
+
     /// Present while a new OTP for (purpose, mobile) must not be sent.
     pub fn cooldown(&self, purpose: Purpose, mobile: &str) -> String {
         format!("{}cooldown:{}:{{{mobile}}}", self.prefix, purpose.as_str())

@@ -22,14 +22,36 @@ pub const MYSQL: &[Migration] = &[
         name: "email_byte_equality",
         sql: include_str!("../../migrations/0002_email_byte_equality.sql"),
     },
+    Migration {
+        version: 3,
+        name: "sessions",
+        sql: include_str!("../../migrations/0003_sessions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "refresh_tokens",
+        sql: include_str!("../../migrations/0004_refresh_tokens.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "revoked_sessions",
+        sql: include_str!("../../migrations/0005_revoked_sessions.sql"),
+    },
 ];
 
 /// In order, like `MYSQL`, from `migrations/sqlite/`.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_users",
-    sql: include_str!("../../migrations/sqlite/0001_create_users.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_users",
+        sql: include_str!("../../migrations/sqlite/0001_create_users.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sessions",
+        sql: include_str!("../../migrations/sqlite/0002_sessions.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,8 @@ pub mod backend;
 pub mod keys;
 pub mod migrations;
 pub mod otps;
+pub mod revocation;
+pub mod sessions;
 pub mod users;
 
 use std::sync::Arc;
@@ -23,6 +25,11 @@ use self::backend::sqlite::SqliteDb;
 pub use otps::{
     IssueOutcome, MemoryOtpStore, OtpDigest, OtpLimits, OtpStore, Purpose, RedisOtpStore,
     VerifyOutcome,
+};
+pub use revocation::{LocalFeed, RedisFeed, RevocationFeed};
+pub use sessions::{
+    MysqlSessionStore, Refreshed, Revoke, RevokedSession, Session, SessionStore,
+    SqliteSessionStore, TokenHash,
 };
 pub use users::{MysqlUserStore, Registration, SqliteUserStore, User, UserStore};
 
@@ -68,11 +75,13 @@ pub async fn within<T, E: std::fmt::Display>(
     }
 }
 
-/// The two stores a backend provides.
+/// The stores a backend provides, and its revocation feed.
 #[derive(Clone)]
 pub struct Storage {
     pub users: Arc<dyn UserStore>,
     pub otps: Arc<dyn OtpStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub revocations: Arc<dyn RevocationFeed>,
 }
 
 impl Storage {
@@ -103,8 +112,10 @@ impl Storage {
             StorageBackend::Embedded { sqlite_path } => {
                 let db = SqliteDb::open(sqlite_path).await?;
                 Ok(Self {
-                    users: Arc::new(SqliteUserStore::new(db)),
+                    users: Arc::new(SqliteUserStore::new(db.clone())),
                     otps: Arc::new(MemoryOtpStore::new()),
+                    sessions: Arc::new(SqliteSessionStore::new(db)),
+                    revocations: Arc::new(LocalFeed),
                 })
             }
             StorageBackend::MysqlRedis {
@@ -120,9 +131,12 @@ impl Storage {
                     db.migrate().await?;
                 }
                 let redis = RedisConn::connect(redis_url.expose(), config.timeout).await?;
+                let channel = keys::Keys::new(redis_key_prefix).revocations();
                 Ok(Self {
-                    users: Arc::new(MysqlUserStore::new(db)),
-                    otps: Arc::new(RedisOtpStore::new(redis, redis_key_prefix)),
+                    users: Arc::new(MysqlUserStore::new(db.clone())),
+                    otps: Arc::new(RedisOtpStore::new(redis.clone(), redis_key_prefix)),
+                    sessions: Arc::new(MysqlSessionStore::new(db)),
+                    revocations: Arc::new(RedisFeed::new(redis, channel)),
                 })
             }
         }

@@ -326,12 +326,17 @@ async fn full_flow(store: Store) {
             "token",
             "token_type",
             "expires_in",
+            "refresh_token",
+            "session_id",
             "first_name",
             "last_name",
             "email",
             "login_at"
         ])
     );
+    let refresh = body["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh.len(), 64, "256 bits, hex");
+    assert!(refresh.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3600);
     assert_eq!(body["first_name"], "Ada");
@@ -375,9 +380,15 @@ async fn full_flow(store: Store) {
     let claims = decode_claims(&token);
     assert_eq!(
         keys(&claims),
-        set(&["sub", "mobile", "iat", "nbf", "exp", "iss", "aud", "jti"])
+        set(&[
+            "sub", "mobile", "iat", "nbf", "exp", "iss", "aud", "jti", "sid"
+        ])
     );
     assert_eq!(claims["sub"], id.to_string());
+    assert_eq!(
+        claims["sid"], body["session_id"],
+        "the token names its session"
+    );
     assert_eq!(claims["mobile"], mobile);
     assert_eq!(claims["iss"], "otpgate");
     assert_eq!(claims["aud"], "otpgate");
@@ -1004,7 +1015,7 @@ async fn bad_input(store: Store) {
     assert_error_response(&reply, 405, "method_not_allowed");
     assert_eq!(
         reply.1.get("allow").and_then(|v| v.to_str().ok()),
-        Some("GET")
+        Some("GET, DELETE")
     );
 
     // GET /user token errors.

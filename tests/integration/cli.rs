@@ -203,7 +203,14 @@ async fn migrate_applies_each_migration_once_even_when_run_twice_at_once() {
     assert!(a.status.success(), "{}", text(&a.stderr));
     assert!(b.status.success(), "{}", text(&b.stderr));
     let outputs = text(&a.stdout) + &text(&b.stdout);
-    for name in ["0001_create_users", "0002_email_byte_equality"] {
+    let names = [
+        "0001_create_users",
+        "0002_email_byte_equality",
+        "0003_sessions",
+        "0004_refresh_tokens",
+        "0005_revoked_sessions",
+    ];
+    for name in names {
         assert_eq!(
             outputs.matches(&format!("applied {name}")).count(),
             1,
@@ -227,10 +234,11 @@ async fn migrate_applies_each_migration_once_even_when_run_twice_at_once() {
         .unwrap();
     assert_eq!(
         rows,
-        vec![
-            (1, "create_users".to_owned()),
-            (2, "email_byte_equality".to_owned())
-        ]
+        names
+            .iter()
+            .zip(1..)
+            .map(|(name, version)| (version, name[5..].to_owned()))
+            .collect::<Vec<(u32, String)>>()
     );
     conn.disconnect().await.unwrap();
 }

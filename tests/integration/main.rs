@@ -9,6 +9,7 @@ mod cli;
 mod hardening;
 mod multi_instance;
 mod proxy;
+mod sessions;
 mod sms_providers;
 mod storage_outage;
 mod store_conformance;

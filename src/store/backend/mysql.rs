@@ -75,6 +75,16 @@ impl MysqlDb {
         }
     }
 
+    /// The pool, for a store's own transactions (bound them with `timeout`).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The bound on any one storage call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The first row of `query`, bounded by the storage timeout.
     pub async fn first<T: FromRow + Send + 'static>(
         &self,

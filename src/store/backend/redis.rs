@@ -12,6 +12,7 @@ use crate::store::{StoreError, StoreResult, within};
 
 #[derive(Clone)]
 pub struct RedisConn {
+    client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
 }
@@ -28,11 +29,15 @@ impl RedisConn {
         let conn = within(
             timeout,
             "redis connect",
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|e| e.to_string())?;
-        let conn = Self { conn, timeout };
+        let conn = Self {
+            client,
+            conn,
+            timeout,
+        };
         conn.ping().await.map_err(|e| e.to_string())?;
         Ok(conn)
     }
@@ -51,6 +56,26 @@ impl RedisConn {
     pub async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> StoreResult<T> {
         let mut conn = self.conn.clone();
         within(self.timeout, what, cmd.query_async(&mut conn)).await
+    }
+
+    /// A connection of its own, subscribed to `channel`: its messages'
+    /// payloads, until the connection is lost.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+    ) -> StoreResult<futures_util::stream::BoxStream<'static, String>> {
+        use futures_util::StreamExt;
+        let mut pubsub = within(
+            self.timeout,
+            "redis subscribe",
+            self.client.get_async_pubsub(),
+        )
+        .await?;
+        within(self.timeout, "redis subscribe", pubsub.subscribe(channel)).await?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|message| async move { message.get_payload::<String>().ok() })
+            .boxed())
     }
 
     pub async fn ping(&self) -> StoreResult<()> {

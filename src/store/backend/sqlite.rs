@@ -44,6 +44,9 @@ impl SqliteDb {
                 .map_err(|e| fail(&e))?;
             conn.busy_timeout(std::time::Duration::from_secs(2))
                 .map_err(|e| fail(&e))?;
+            // Deleting an account deletes its sessions and refresh tokens.
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(|e| fail(&e))?;
             migrate(&mut conn, SQLITE).map_err(|e| fail(&e))?;
             Ok(conn)
         })

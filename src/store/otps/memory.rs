@@ -136,6 +136,15 @@ impl OtpStore for MemoryOtpStore {
         Ok(VerifyOutcome::Invalid)
     }
 
+    async fn forget(&self, mobile: &str) -> StoreResult<()> {
+        let mut state = self.state();
+        for purpose in Purpose::ALL {
+            state.otps.remove(&self.keys.otp(purpose, mobile));
+            state.cooldowns.remove(&self.keys.cooldown(purpose, mobile));
+        }
+        Ok(())
+    }
+
     async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool> {
         let now = Instant::now();
         let state = self.state();

@@ -23,6 +23,8 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    pub const ALL: [Purpose; 2] = [Purpose::Register, Purpose::Login];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Register => "register",
@@ -92,6 +94,8 @@ pub trait OtpStore: Send + Sync {
         candidate: &OtpDigest,
         limits: &OtpLimits,
     ) -> StoreResult<VerifyOutcome>;
+    /// Removes every OTP and cooldown of `mobile` (an account being deleted).
+    async fn forget(&self, mobile: &str) -> StoreResult<()>;
     /// Whether a live (unexpired, unused, unburned) OTP exists for (purpose, mobile).
     async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool>;
     async fn ping(&self) -> StoreResult<()>;

@@ -138,6 +138,17 @@ impl OtpStore for RedisOtpStore {
         }
     }
 
+    async fn forget(&self, mobile: &str) -> StoreResult<()> {
+        // One command: a mobile's keys share one cluster slot (its hash tag).
+        let mut cmd = redis::cmd("DEL");
+        for purpose in Purpose::ALL {
+            cmd.arg(self.keys.otp(purpose, mobile))
+                .arg(self.keys.cooldown(purpose, mobile));
+        }
+        self.conn.query::<i64>("redis forget", &cmd).await?;
+        Ok(())
+    }
+
     async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool> {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(self.keys.otp(purpose, mobile));

@@ -80,5 +80,7 @@ pub trait UserStore: Send + Sync {
     /// Removes a still unverified user (a stale registration giving up its
     /// email); `Ok(false)` when the user is gone or verified meanwhile.
     async fn delete_unverified(&self, id: u64) -> StoreResult<bool>;
+    /// Deletes the account (and, with it, its sessions); `Ok(false)` when gone.
+    async fn delete(&self, id: u64) -> StoreResult<bool>;
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -121,6 +121,14 @@ impl UserStore for MysqlUserStore {
         Ok(rows == 1)
     }
 
+    async fn delete(&self, id: u64) -> StoreResult<bool> {
+        let (rows, _) = self
+            .db
+            .write("DELETE FROM users WHERE id = ?", (id,))
+            .await?;
+        Ok(rows == 1)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.db.ping().await
     }

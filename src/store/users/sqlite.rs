@@ -151,6 +151,19 @@ impl UserStore for SqliteUserStore {
             .await
     }
 
+    async fn delete(&self, id: u64) -> StoreResult<bool> {
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(false);
+        };
+        self.db
+            .run(move |c| {
+                c.prepare_cached("DELETE FROM users WHERE id = ?1")?
+                    .execute(params![id])
+                    .map(|rows| rows == 1)
+            })
+            .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.db
             .run(|c| c.query_row("SELECT 1", [], |_| Ok(())))

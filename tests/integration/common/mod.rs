@@ -608,6 +608,28 @@ const SEED_VARS: [&str; 13] = [
     "TWILIO_PHONE_NUMBER",
 ];
 
+/// `otpgate serve` of the `gateway.yaml` in `dir`, logging to files there.
+fn spawn_gateway(dir: &Path) -> Child {
+    let append = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    otpgate(dir)
+        .arg("--config")
+        .arg(dir.join("gateway.yaml"))
+        .env(
+            "OTPGATE_LOG",
+            "info,pingora_core=error,pingora_proxy=error,pingora_load_balancing=off",
+        )
+        .stdout(Stdio::from(append("stdout.log")))
+        .stderr(Stdio::from(append("stderr.log")))
+        .spawn()
+        .unwrap()
+}
+
 /// `otpgate` with a clean environment in `dir`.
 pub fn otpgate(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_otpgate"));
@@ -625,21 +647,7 @@ impl Gateway {
         let (addr, admin) = (free_addr(), free_addr());
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, spec.render(addr, admin)).unwrap();
-        let child = otpgate(dir.path())
-            .arg("--config")
-            .arg(&config)
-            .env(
-                "OTPGATE_LOG",
-                "info,pingora_core=error,pingora_proxy=error,pingora_load_balancing=off",
-            )
-            .stdout(Stdio::from(
-                std::fs::File::create(dir.path().join("stdout.log")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
+        let child = spawn_gateway(dir.path());
         let mut gateway = Self {
             addr,
             admin,
@@ -649,6 +657,13 @@ impl Gateway {
         };
         gateway.wait_until_listening().await;
         gateway
+    }
+
+    /// Stops the process and starts it again: same config, ports and files.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_gateway(self.dir.path());
+        self.wait_until_listening().await;
     }
 
     async fn wait_until_listening(&mut self) {
@@ -762,6 +777,15 @@ pub async fn current_user(gateway: &Gateway, token: &str) -> (u16, Value) {
 
 /// Registers, verifies and logs in `mobile`; returns the token.
 pub async fn signed_up_token(gateway: &Gateway, mobile: &str) -> String {
+    signed_up(gateway, mobile).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Registers, verifies and logs in `mobile`; returns the login's body
+/// (`token`, `refresh_token`, `session_id`, ...).
+pub async fn signed_up(gateway: &Gateway, mobile: &str) -> Value {
     let email = format!("{}@example.com", mobile.trim_start_matches('+'));
     let (status, body) = post(
         gateway,
@@ -778,6 +802,11 @@ pub async fn signed_up_token(gateway: &Gateway, mobile: &str) -> String {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    log_in(gateway, mobile).await
+}
+
+/// Logs a verified `mobile` in (both steps); returns the login's body.
+pub async fn log_in(gateway: &Gateway, mobile: &str) -> Value {
     let (status, body) = post(gateway, "/login", serde_json::json!({"mobile": mobile})).await;
     assert_eq!(status, 200, "{body}");
     let otp = gateway.otp(mobile, "login");
@@ -788,7 +817,7 @@ pub async fn signed_up_token(gateway: &Gateway, mobile: &str) -> String {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    body["token"].as_str().unwrap().to_owned()
+    body
 }
 
 /// HS256 tokens made outside the gateway, for the negative cases.
@@ -800,6 +829,7 @@ pub mod tokens {
         serde_json::json!({
             "sub": sub, "mobile": "+15550000000", "iat": iat, "nbf": iat, "exp": exp,
             "iss": "otpgate", "aud": "otpgate", "jti": unique("jti"),
+            "sid": format!("{:032x}", iat),
         })
     }
 
