@@ -10,6 +10,7 @@
 
 mod otps;
 mod redis_keys;
+mod sessions;
 mod users;
 
 use std::future::Future;
