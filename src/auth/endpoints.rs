@@ -187,6 +187,14 @@ impl EndpointTable {
         let Some(rest) = path.strip_prefix(self.prefix.as_str()) else {
             return Lookup::NotAuth;
         };
+        // Every auth path starts with a known first segment: most proxied
+        // requests are told apart here without walking the table.
+        if !ENDPOINTS
+            .iter()
+            .any(|spec| same_first_segment(spec.path, rest))
+        {
+            return Lookup::NotAuth;
+        }
         let mut allow: Vec<&str> = Vec::new();
         for spec in ENDPOINTS {
             if let Some(params) = match_pattern(spec.path, rest) {
@@ -211,6 +219,18 @@ impl EndpointTable {
             .iter()
             .map(|spec| format!("{} {}{}", spec.method, self.prefix, spec.path))
     }
+}
+
+/// Whether `path`'s first segment is `pattern`'s (a literal in every pattern).
+fn same_first_segment(pattern: &str, path: &str) -> bool {
+    let first = |p: &str| {
+        let rest = p.strip_prefix('/').unwrap_or(p);
+        rest.find('/').map_or(rest.len(), |end| end) + 1
+    };
+    let end = first(pattern);
+    path.len() >= end
+        && path.as_bytes()[..end] == pattern.as_bytes()[..end]
+        && (path.len() == end || path.as_bytes()[end] == b'/')
 }
 
 /// The values of `pattern`'s `{name}` segments when `path` matches it.
@@ -425,6 +445,16 @@ mod tests {
             table.find("/user", "POST"),
             Lookup::WrongMethod(_)
         ));
+    }
+
+    #[test]
+    fn first_segments_are_compared_whole() {
+        assert!(same_first_segment("/sessions/{id}", "/sessions"));
+        assert!(same_first_segment("/sessions/{id}", "/sessions/x"));
+        assert!(!same_first_segment("/sessions/{id}", "/sessionsx"));
+        assert!(!same_first_segment("/user", "/use"));
+        assert!(!same_first_segment("/user", "/api/user"));
+        assert!(same_first_segment("/token/refresh", "/token/x"));
     }
 
     #[test]

@@ -249,6 +249,7 @@ impl ProxyHttp for Gateway {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(normal)) => Some(normal),
             Err(invalid) => {
+                ctx.context = Some(context);
                 send_error(session, &ApiError::InvalidPath(invalid)).await?;
                 return Ok(true);
             }
@@ -261,15 +262,18 @@ impl ProxyHttp for Gateway {
             Lookup::Found(spec, params) => {
                 let params = params.into_iter().map(str::to_owned).collect();
                 ctx.endpoint = Some(spec);
+                ctx.context = Some(context.clone());
                 self.serve_auth(session, spec, params, context).await?;
                 return Ok(true);
             }
             Lookup::WrongMethod(error) => {
+                ctx.context = Some(context);
                 send_error(session, &error).await?;
                 return Ok(true);
             }
             Lookup::NotAuth => {}
         }
+        ctx.context = Some(context);
         let Some(route) = snapshot.router.find(request_host(header), path) else {
             send_error(session, &ApiError::NoRoute).await?;
             return Ok(true);
@@ -361,7 +365,10 @@ impl ProxyHttp for Gateway {
             &snapshot.identity,
             ctx.principal.as_deref(),
         )?;
-        if let Some(context) = &ctx.context {
+        // The client's own id, when kept, is already there.
+        if let Some(context) = &ctx.context
+            && upstream_request.headers.get("x-request-id") != Some(&context.request_id)
+        {
             upstream_request.insert_header("x-request-id", context.request_id.clone())?;
         }
         if let Some(ip) = session

@@ -138,9 +138,18 @@ async fn unknown_expired_ended_and_revoked_sessions_do_not_rotate(b: &Backend) {
         "[{}] expired token",
         b.name
     );
-    b.session("a2", ann, 50, 3).await;
+    // A session past its end does not rotate, whatever its token's own end.
+    let ended = Session {
+        id: "a2".into(),
+        user_id: ann,
+        created_at: NOW,
+        last_used_at: NOW,
+        expires_at: NOW + 50,
+        refresh_expires_at: NOW + 100,
+    };
+    b.storage.sessions.create(&ended, &hash(3)).await.unwrap();
     assert_eq!(
-        b.rotate(3, 4, NOW + 50, 50).await,
+        b.rotate(3, 4, NOW + 60, 50).await,
         Refreshed::Invalid,
         "[{}] ended session",
         b.name
