@@ -54,13 +54,14 @@ fn jwt_config() -> JwtConfig {
         audience: "otpgate".into(),
         ttl: Duration::from_secs(3600),
         leeway: Duration::from_secs(30),
+        signing: otpgate::config::Signing::Hmac,
     }
 }
 
 fn token_verification(c: &mut Criterion) {
     let mut group = c.benchmark_group("token_verify");
     // otpgate's own verifier (HS256, all claims checked).
-    let tokens = Arc::new(Tokens::new(&jwt_config()));
+    let tokens = Arc::new(Tokens::new(&jwt_config()).unwrap());
     let user = User {
         id: 12345,
         mobile: "+15550001111".into(),

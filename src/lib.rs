@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod gateway;
+pub mod keys;
 pub mod metrics;
 pub mod path;
 pub mod revocation;

@@ -1,4 +1,4 @@
-//! The `otpgate` command: serve (default), check, migrate.
+//! The `otpgate` command: serve (default), check, migrate, keygen.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,18 @@ enum Command {
     Check,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Generate a signing key pair: DIR/KID.pem (private, 0600) and DIR/KID.pub.pem.
+    Keygen {
+        /// RS256, ES256 or EdDSA.
+        #[arg(long)]
+        algorithm: String,
+        /// The directory to write the two files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The key id (default: today's date, YYYY-MM-DD).
+        #[arg(long)]
+        kid: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +53,24 @@ fn main() -> ExitCode {
     // Several rustls crypto backends are linked in (Pingora's, reqwest's,
     // the redis client's): name the one every TLS client here uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if let Some(Command::Keygen {
+        algorithm,
+        out,
+        kid,
+    }) = &cli.command
+    {
+        // Needs no config: it makes the files a config will name.
+        return match keygen(algorithm, out, kid.as_deref()) {
+            Ok(kid) => {
+                println!("{kid}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("otpgate keygen: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -57,6 +87,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Migrate => migrate(&config),
+        Command::Keygen { .. } => unreachable!("handled before the config is read"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,7 +131,12 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
             redis_key_prefix, ..
         } => format!("mysql_redis (redis prefix {redis_key_prefix:?})"),
     };
-    let _ = writeln!(out, "storage {storage}  sms {}", config.sms.provider.name());
+    let _ = writeln!(
+        out,
+        "storage {storage}  sms {}  signing {}",
+        config.sms.provider.name(),
+        config.jwt.signing.algorithm()
+    );
     let endpoints = otpgate::auth::endpoints::EndpointTable::new(&config.auth.path_prefix);
     let _ = writeln!(
         out,
@@ -126,6 +162,46 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
         );
     }
     out
+}
+
+/// Writes `out/KID.pem` (0600) and `out/KID.pub.pem`; returns the kid.
+fn keygen(algorithm: &str, out: &std::path::Path, kid: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let algorithm = otpgate::keys::KeyAlgorithm::parse(algorithm)
+        .ok_or_else(|| format!("--algorithm: expected RS256, ES256 or EdDSA, got {algorithm:?}"))?;
+    let kid = match kid {
+        Some(kid) => kid.to_owned(),
+        None => {
+            humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..10].to_owned()
+        }
+    };
+    if kid.is_empty()
+        || !kid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "--kid: expected letters, digits, '-', '_' or '.', got {kid:?}"
+        ));
+    }
+    let (private, public) = otpgate::keys::generate(algorithm)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let write = |name: String, text: &str, mode: u32| -> Result<(), String> {
+        let path = out.join(name);
+        // Never overwrite a key: a config may already name it.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(format!("{kid}.pem"), &private, 0o600)?;
+    write(format!("{kid}.pub.pem"), &public, 0o644)?;
+    Ok(kid)
 }
 
 fn migrate(config: &Config) -> Result<(), String> {

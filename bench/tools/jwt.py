@@ -7,7 +7,7 @@ and as the positive case of the correctness gate) and a set of tokens that every
 JWT-checking target must refuse with 401.
 
 The claims mirror otpgate's own tokens (SPEC section 4): sub, mobile, iat, nbf,
-exp, iss, aud, jti.
+exp, iss, aud, jti, sid (the session; otpgate refuses a token without one).
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def main() -> None:
             "iss": "otpgate",
             "aud": "otpgate",
             "jti": secrets.token_hex(16),
+            "sid": secrets.token_hex(16),
         }
         c.update(over)
         return c

@@ -182,6 +182,7 @@ mod tests {
             audience: "otpgate".into(),
             ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(30),
+            signing: crate::config::Signing::Hmac,
         }
     }
 
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn principals_come_from_verified_tokens_and_are_cached() {
-        let tokens = Arc::new(Tokens::new(&config("s")));
+        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Open)),
@@ -231,7 +232,7 @@ mod tests {
 
     #[test]
     fn rejections_say_why() {
-        let tokens = Arc::new(Tokens::new(&config("s")));
+        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Open)),
@@ -255,6 +256,7 @@ mod tests {
             Rejection::Expired
         );
         let forged = Tokens::new(&config("o"))
+            .unwrap()
             .issue(&user(), "s1", unix_now())
             .token;
         for _ in 0..2 {
@@ -277,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_cached_token_is_not_used_past_its_expiry() {
-        let tokens = Arc::new(Tokens::new(&config("s")));
+        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Open)),
@@ -305,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_revoked_session_is_refused_even_from_the_cache() {
-        let tokens = Arc::new(Tokens::new(&config("s")));
+        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
         let revocations = Arc::new(Revocations::new(FeedLoss::Open));
         let access = AccessCheck::new(Arc::clone(&tokens), Arc::clone(&revocations));
         let token = tokens.issue(&user(), "s1", unix_now()).token;
@@ -326,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_lost_feed_in_closed_mode_refuses_tokens_but_not_anonymous_requests() {
-        let tokens = Arc::new(Tokens::new(&config("s")));
+        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Closed)),

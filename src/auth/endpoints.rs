@@ -34,6 +34,7 @@ pub enum Endpoint {
     Logout,
     Sessions,
     DeleteSession,
+    Jwks,
 }
 
 /// What an endpoint reads from the request body.
@@ -133,6 +134,14 @@ pub const ENDPOINTS: &[EndpointSpec] = &[
         body: Body::None,
         bearer: true,
         name: "sessions",
+    },
+    EndpointSpec {
+        endpoint: Endpoint::Jwks,
+        method: "GET",
+        path: "/.well-known/jwks.json",
+        body: Body::None,
+        bearer: false,
+        name: "jwks",
     },
     EndpointSpec {
         endpoint: Endpoint::DeleteSession,
@@ -289,6 +298,17 @@ pub async fn handle(services: &AuthServices, request: AuthRequest) -> Result<Rep
     if let Some(principal) = request.principal.as_deref() {
         return bearer(services, &request, principal).await;
     }
+    if request.endpoint == Endpoint::Jwks {
+        // Public keys change only with the config: caches may keep them a while.
+        return Ok(Reply {
+            status: 200,
+            headers: vec![(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            )],
+            body: services.jwks.clone(),
+        });
+    }
     let inputs = Inputs {
         default_country_code: services.default_country_code.as_deref(),
     };
@@ -348,6 +368,7 @@ pub async fn handle(services: &AuthServices, request: AuthRequest) -> Result<Rep
         | Endpoint::Logout
         | Endpoint::Sessions
         | Endpoint::DeleteSession => Err(ApiError::Unauthorized),
+        Endpoint::Jwks => Err(ApiError::Internal),
     }
 }
 
@@ -389,7 +410,8 @@ async fn bearer(
         | Endpoint::VerifyOtp
         | Endpoint::Login
         | Endpoint::ResendOtp
-        | Endpoint::Refresh => Err(ApiError::Internal),
+        | Endpoint::Refresh
+        | Endpoint::Jwks => Err(ApiError::Internal),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct AuthServices {
     pub accounts: account::Accounts,
     pub sessions: Arc<session::Sessions>,
     pub access: access::AccessCheck,
+    /// The JWKS document, served as is.
+    pub jwks: Vec<u8>,
     /// `otp.default_country_code`, for reading mobiles.
     pub default_country_code: Option<String>,
 }
@@ -46,9 +48,9 @@ impl AuthServices {
         sms: Arc<dyn SmsSender>,
         config: &Config,
         revocations: Arc<Revocations>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let (otp, jwt) = (&config.otp, &config.jwt);
-        let tokens = Arc::new(token::Tokens::new(jwt));
+        let tokens = Arc::new(token::Tokens::new(jwt)?);
         let delivery = Arc::new(delivery::OtpDelivery::new(
             Arc::clone(&storage.otps),
             sms,
@@ -69,7 +71,9 @@ impl AuthServices {
             Arc::clone(&storage.revocations),
             config.session.clone(),
         ));
-        Self {
+        let jwks = serde_json::to_vec(tokens.jwks()).expect("JSON values serialize");
+        Ok(Self {
+            jwks,
             signup: signup::Signup::new(Arc::clone(users), Arc::clone(&delivery)),
             login: login::Login::new(
                 Arc::clone(users),
@@ -80,6 +84,6 @@ impl AuthServices {
             sessions,
             access: access::AccessCheck::new(tokens, revocations),
             default_country_code: otp.default_country_code.clone(),
-        }
+        })
     }
 }

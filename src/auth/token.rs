@@ -1,12 +1,17 @@
-//! The JWT otpgate issues and enforces: HS256 only, with iss, aud, exp, nbf
-//! checked locally (no storage call) on every protected request.
+//! The JWT otpgate issues and enforces: HS256 with the secret, or RS256 /
+//! ES256 / EdDSA with the configured keys (by `kid`), with iss, aud, exp,
+//! nbf checked locally (no storage call) on every protected request.
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::JwtConfig;
+use crate::config::{JwtConfig, Signing};
+use crate::keys::KeyAlgorithm;
 use crate::store::User;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,38 +91,111 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
+/// What verifies a token: the HS256 secret, or the configured keys by `kid`.
+enum Verifier {
+    Secret(DecodingKey),
+    Keys(HashMap<String, DecodingKey>),
+}
+
 pub struct Tokens {
     leeway: i64,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    verifier: Verifier,
     validation: Validation,
     header: Header,
+    /// The JWKS document: every configured key's public half.
+    jwks: serde_json::Value,
     issuer: String,
     audience: String,
     ttl: Duration,
 }
 
+fn algorithm(signing: &Signing) -> Algorithm {
+    match signing {
+        Signing::Hmac => Algorithm::HS256,
+        Signing::Keys { algorithm, .. } => match algorithm {
+            KeyAlgorithm::Rs256 => Algorithm::RS256,
+            KeyAlgorithm::Es256 => Algorithm::ES256,
+            KeyAlgorithm::EdDsa => Algorithm::EdDSA,
+        },
+    }
+}
+
 impl Tokens {
-    pub fn new(config: &JwtConfig) -> Self {
-        let secret = config.secret.expose().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
+    /// The signer and verifier `config` describes (its keys already checked).
+    pub fn new(config: &JwtConfig) -> Result<Self, String> {
+        let alg = algorithm(&config.signing);
+        // One algorithm only: an HS256 token "signed" with a public key's
+        // bytes, or `none`, never matches it.
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
         validation.leeway = config.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        Self {
+        let mut header = Header::new(alg);
+        let (encoding, verifier, jwks) = match &config.signing {
+            Signing::Hmac => {
+                let secret = config.secret.expose().as_bytes();
+                (
+                    EncodingKey::from_secret(secret),
+                    Verifier::Secret(DecodingKey::from_secret(secret)),
+                    serde_json::json!({ "keys": [] }),
+                )
+            }
+            Signing::Keys { algorithm, keys } => {
+                let signer = &keys[0];
+                let pem = signer
+                    .material
+                    .private_pem
+                    .as_deref()
+                    .ok_or_else(|| "jwt.keys[0]: the first key must be private".to_owned())?;
+                let encoding = match algorithm {
+                    KeyAlgorithm::Rs256 => EncodingKey::from_rsa_pem(pem),
+                    KeyAlgorithm::Es256 => EncodingKey::from_ec_pem(pem),
+                    KeyAlgorithm::EdDsa => EncodingKey::from_ed_pem(pem),
+                }
+                .map_err(|e| format!("jwt.keys[0]: {e}"))?;
+                header.kid = Some(signer.kid.clone());
+                let mut published = Vec::with_capacity(keys.len());
+                let mut decoding = HashMap::with_capacity(keys.len());
+                for (i, key) in keys.iter().enumerate() {
+                    let mut jwk = key.material.jwk.clone();
+                    jwk.insert("kid".into(), key.kid.clone().into());
+                    let value = serde_json::Value::Object(jwk);
+                    let parsed: jsonwebtoken::jwk::Jwk = serde_json::from_value(value.clone())
+                        .map_err(|e| format!("jwt.keys[{i}]: {e}"))?;
+                    let key_for = DecodingKey::from_jwk(&parsed)
+                        .map_err(|e| format!("jwt.keys[{i}]: {e}"))?;
+                    decoding.insert(key.kid.clone(), key_for);
+                    published.push(value);
+                }
+                (
+                    encoding,
+                    Verifier::Keys(decoding),
+                    serde_json::json!({ "keys": published }),
+                )
+            }
+        };
+        Ok(Self {
             leeway: config.leeway.as_secs() as i64,
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            encoding,
+            verifier,
             validation,
-            header: Header::new(Algorithm::HS256),
+            header,
+            jwks,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             ttl: config.ttl,
-        }
+        })
+    }
+
+    /// `{"keys": [...]}`: an RFC 7517 JWK per configured key (public
+    /// parameters only); none with HS256.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
     }
 
     /// Signs a token for `user` in session `sid`, valid from `now` (unix
@@ -136,17 +214,35 @@ impl Tokens {
             sid: sid.to_owned(),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.encoding)
-            .expect("HS256 signing of plain claims cannot fail");
+            .expect("signing plain claims with a checked key cannot fail");
         IssuedToken {
             token,
             expires_in: ttl,
         }
     }
 
-    /// Verifies signature (HS256 only), exp, nbf, iss and aud.
+    /// Verifies the signature (the configured algorithm only; with keys, the
+    /// key its `kid` names), exp, nbf, iss and aud. A token that brings its
+    /// own key material (`jwk`, `jku`, `x5u`, `x5c`) is refused: nothing in a
+    /// token is ever fetched or trusted.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+        let invalid = || jsonwebtoken::errors::Error::from(ErrorKind::InvalidToken);
+        let key = match &self.verifier {
+            Verifier::Secret(key) => key,
+            Verifier::Keys(keys) => {
+                let header = jsonwebtoken::decode_header(token)?;
+                if header.jwk.is_some()
+                    || header.jku.is_some()
+                    || header.x5u.is_some()
+                    || header.x5c.is_some()
+                {
+                    return Err(invalid());
+                }
+                let kid = header.kid.ok_or_else(invalid)?;
+                keys.get(&kid).ok_or_else(invalid)?
+            }
+        };
+        jsonwebtoken::decode::<Claims>(token, key, &self.validation).map(|data| data.claims)
     }
 
     /// Seconds an access token lives.
@@ -172,6 +268,7 @@ mod tests {
             audience: "otpgate".into(),
             ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(30),
+            signing: crate::config::Signing::Hmac,
         }
     }
 
@@ -196,7 +293,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_with_all_claims() {
-        let tokens = Tokens::new(&config());
+        let tokens = Tokens::new(&config()).unwrap();
         let issued = tokens.issue(&user(), "s1", now());
         assert_eq!(issued.expires_in, 3600);
         let claims = tokens.verify(&issued.token).unwrap();
@@ -215,7 +312,7 @@ mod tests {
 
     #[test]
     fn expiry_respects_the_leeway() {
-        let tokens = Tokens::new(&config());
+        let tokens = Tokens::new(&config()).unwrap();
         let t = now();
         let just_expired = tokens.issue(&user(), "s1", t - 3600 - 10);
         assert!(

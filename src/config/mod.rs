@@ -17,6 +17,8 @@ use http::HeaderName;
 
 pub use env::Env;
 
+use crate::keys::{KeyAlgorithm, KeyMaterial};
+
 /// A configuration error and the key it is about (`routes[2].upstreams[0]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -193,11 +195,41 @@ pub struct TwilioConfig {
 
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
+    /// Keys the OTP and refresh-token HMACs; signs tokens only with HS256.
     pub secret: Secret,
+    pub signing: Signing,
     pub issuer: String,
     pub audience: String,
     pub ttl: Duration,
     pub leeway: Duration,
+}
+
+/// How tokens are signed and verified.
+#[derive(Debug, Clone)]
+pub enum Signing {
+    /// HS256 with `jwt.secret`.
+    Hmac,
+    /// `algorithm` with `jwt.keys`: the first signs, every one verifies.
+    Keys {
+        algorithm: KeyAlgorithm,
+        keys: Vec<SigningKey>,
+    },
+}
+
+impl Signing {
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Self::Hmac => "HS256",
+            Self::Keys { algorithm, .. } => algorithm.as_str(),
+        }
+    }
+}
+
+/// A `jwt.keys` entry, its file read and checked.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub material: KeyMaterial,
 }
 
 #[derive(Debug, Clone)]

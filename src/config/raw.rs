@@ -193,6 +193,18 @@ pub struct RawJwt {
     pub ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    pub keys: Vec<RawKey>,
+}
+
+/// One entry of `jwt.keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub kid: String,
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
 }
 
 impl Default for RawJwt {
@@ -204,6 +216,7 @@ impl Default for RawJwt {
             audience: "otpgate".into(),
             ttl: Duration::from_secs(3600),
             leeway: Duration::from_secs(30),
+            keys: Vec::new(),
         }
     }
 }

@@ -123,7 +123,8 @@ fn bad_values_name_their_key() {
         ("sms: { provider: pigeon }".into(), "sms.provider"),
         ("sms: { provider: webhook }".into(), "sms.webhook_url"),
         ("sms: { provider: twilio }".into(), "sms.twilio.account_sid"),
-        ("jwt: { algorithm: RS256 }".into(), "jwt.algorithm"),
+        ("jwt: { algorithm: HS512 }".into(), "jwt.algorithm"),
+        ("jwt: { algorithm: RS256 }".into(), "jwt.keys"),
         ("auth: { path_prefix: \"auth/\" }".into(), "auth.path_prefix"),
         (
             "auth: { identity_headers: { user_id: \"bad header\" } }".into(),

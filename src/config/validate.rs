@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -290,12 +290,7 @@ fn sms(s: &RawSms) -> Result<SmsConfig> {
 
 fn jwt(raw: &RawConfig) -> Result<JwtConfig> {
     let j = &raw.jwt;
-    if j.algorithm != "HS256" {
-        return err(
-            "jwt.algorithm",
-            format!("only HS256 is supported, got {:?}", j.algorithm),
-        );
-    }
+    let signing = signing(j)?;
     if j.secret.is_empty() {
         return err(
             "jwt.secret",
@@ -325,11 +320,80 @@ fn jwt(raw: &RawConfig) -> Result<JwtConfig> {
     }
     Ok(JwtConfig {
         secret: Secret::new(&j.secret),
+        signing,
         issuer: j.issuer.clone(),
         audience: j.audience.clone(),
         ttl: j.ttl,
         leeway: j.leeway,
     })
+}
+
+/// `jwt.algorithm` and `jwt.keys`, with every key file read and checked.
+fn signing(j: &super::raw::RawJwt) -> Result<Signing> {
+    if j.algorithm == "HS256" {
+        if !j.keys.is_empty() {
+            return err(
+                "jwt.keys",
+                "is for RS256, ES256 or EdDSA; HS256 signs with jwt.secret",
+            );
+        }
+        return Ok(Signing::Hmac);
+    }
+    let Some(algorithm) = crate::keys::KeyAlgorithm::parse(&j.algorithm) else {
+        return err(
+            "jwt.algorithm",
+            format!(
+                "expected HS256, RS256, ES256 or EdDSA, got {:?}",
+                j.algorithm
+            ),
+        );
+    };
+    if j.keys.is_empty() {
+        return err(
+            "jwt.keys",
+            format!("{} needs at least one key; the first signs", j.algorithm),
+        );
+    }
+    let mut keys = Vec::with_capacity(j.keys.len());
+    let mut kids = HashSet::new();
+    for (i, key) in j.keys.iter().enumerate() {
+        let path = format!("jwt.keys[{i}]");
+        let kid_ok = !key.kid.is_empty()
+            && key.kid.len() <= 64
+            && key
+                .kid
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !kid_ok {
+            return err(
+                format!("{path}.kid"),
+                "expected 1-64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        if !kids.insert(key.kid.as_str()) {
+            return err(&path, format!("kid {:?} is used by another key", key.kid));
+        }
+        let (file, private) = match (&key.private_key_file, &key.public_key_file) {
+            (Some(file), None) => (file, true),
+            (None, Some(file)) => (file, false),
+            _ => {
+                return err(
+                    &path,
+                    "needs exactly one of private_key_file and public_key_file",
+                );
+            }
+        };
+        if i == 0 && !private {
+            return err(&path, "the first key signs: it needs a private_key_file");
+        }
+        let material = crate::keys::load(Path::new(file), private, algorithm)
+            .map_err(|e| ConfigError::new(&path, e))?;
+        keys.push(SigningKey {
+            kid: key.kid.clone(),
+            material,
+        });
+    }
+    Ok(Signing::Keys { algorithm, keys })
 }
 
 fn auth(raw: &RawConfig) -> Result<AuthConfig> {

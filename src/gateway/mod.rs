@@ -63,7 +63,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         sms,
         &config,
         Arc::clone(&revocations),
-    ));
+    )?);
     let metrics = Arc::new(Metrics::new());
     let live = snapshot::live(Snapshot::build(&config, &metrics)?);
 

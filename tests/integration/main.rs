@@ -10,6 +10,7 @@ mod hardening;
 mod multi_instance;
 mod proxy;
 mod sessions;
+mod signing_keys;
 mod sms_providers;
 mod storage_outage;
 mod store_conformance;

@@ -522,6 +522,8 @@ pub struct GatewaySpec {
     pub extra: String,
     /// More keys of the `server` section, e.g. `header_timeout: 1s`.
     pub server: String,
+    /// More keys of the `jwt` section, e.g. `algorithm: ES256, keys: [...]`.
+    pub jwt: String,
 }
 
 impl GatewaySpec {
@@ -533,6 +535,7 @@ impl GatewaySpec {
             otp: "otp: { cooldown: 30s }\n".into(),
             extra: String::new(),
             server: String::new(),
+            jwt: String::new(),
         }
     }
 
@@ -556,7 +559,14 @@ impl GatewaySpec {
             .sms
             .as_deref()
             .unwrap_or("sms: { provider: file, file_path: data/sms.jsonl }\n");
-        yaml += &format!("jwt: {{ secret: {SECRET:?}, ttl: 1h, leeway: 5s }}\n");
+        yaml += &format!(
+            "jwt: {{ secret: {SECRET:?}, ttl: 1h, leeway: 5s{} }}\n",
+            if self.jwt.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", self.jwt)
+            }
+        );
         yaml += &self.extra;
         yaml += if self.routes.is_empty() {
             "routes: []\n"
