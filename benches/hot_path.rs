@@ -14,10 +14,13 @@ use std::sync::Arc;
 
 use otpgate::auth::access::{AccessCheck, Principal, Requirement};
 use otpgate::auth::token::{Claims, Tokens};
-use otpgate::config::{FeedLoss, IdentityHeaderNames, JwtConfig, Secret};
+use std::path::Path;
+
+use otpgate::config::{FeedLoss, IdentityHeaderNames, JwtConfig, Secret, Signing, SigningKey};
 use otpgate::context::RequestIds;
 use otpgate::gateway::headers::{append_forwarded_for, set_identity};
 use otpgate::gateway::router::Router;
+use otpgate::keys::KeyAlgorithm;
 use otpgate::revocation::Revocations;
 use otpgate::store::RevokedSession;
 use otpgate::store::User;
@@ -102,8 +105,35 @@ fn token_verification(c: &mut Criterion) {
         })
     });
 
-    // The same checks through jsonwebtoken directly, per algorithm.
+    // otpgate's verifier with configured keys (kid lookup, algorithm pinned).
     let keys = env!("CARGO_MANIFEST_DIR").to_owned() + "/benches/keys/";
+    for (algorithm, file) in [
+        (KeyAlgorithm::Rs256, "rsa.pem"),
+        (KeyAlgorithm::Es256, "ec.pem"),
+        (KeyAlgorithm::EdDsa, "ed.pem"),
+    ] {
+        let material =
+            otpgate::keys::load(Path::new(&(keys.clone() + file)), true, algorithm).unwrap();
+        let config = JwtConfig {
+            signing: Signing::Keys {
+                algorithm,
+                keys: vec![SigningKey {
+                    kid: "k".into(),
+                    material,
+                }],
+            },
+            ..jwt_config()
+        };
+        let tokens = Tokens::new(&config).unwrap();
+        let token = tokens
+            .issue(&user, "0123456789abcdef0123456789abcdef", now())
+            .token;
+        group.bench_function(BenchmarkId::new("otpgate", algorithm.as_str()), |b| {
+            b.iter(|| tokens.verify(black_box(&token)).unwrap())
+        });
+    }
+
+    // The same checks through jsonwebtoken directly, per algorithm.
     let read = |name: &str| std::fs::read(keys.clone() + name).unwrap();
     let cases: Vec<(Algorithm, EncodingKey, DecodingKey)> = vec![
         (

@@ -25,9 +25,12 @@ pub enum Standing {
     Unknown,
 }
 
+/// Session id -> end; foldhash, as the ids are random and looked up per request.
+type RevokedSet = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
+
 pub struct Revocations {
     /// Session id -> the last unix second one of its tokens could be valid.
-    revoked: ArcSwap<HashMap<Box<str>, i64>>,
+    revoked: ArcSwap<RevokedSet>,
     feed_up: AtomicBool,
     on_loss: FeedLoss,
 }
@@ -35,7 +38,7 @@ pub struct Revocations {
 impl Revocations {
     pub fn new(on_loss: FeedLoss) -> Self {
         Self {
-            revoked: ArcSwap::from_pointee(HashMap::new()),
+            revoked: ArcSwap::from_pointee(RevokedSet::default()),
             feed_up: AtomicBool::new(false),
             on_loss,
         }
@@ -80,7 +83,7 @@ impl Revocations {
         }
         let now = unix_now();
         self.revoked.rcu(|current| {
-            let mut next: HashMap<Box<str>, i64> = current
+            let mut next: RevokedSet = current
                 .iter()
                 .filter(|(_, until)| **until >= now)
                 .map(|(id, until)| (id.clone(), *until))

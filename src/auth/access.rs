@@ -97,7 +97,9 @@ const CACHE_ENTRIES: usize = 4096;
 pub struct AccessCheck {
     tokens: Arc<Tokens>,
     revocations: Arc<Revocations>,
-    cache: ThreadLocal<RefCell<HashMap<Box<str>, Verified>>>,
+    /// foldhash: a token is long and hashed on every request; keys are only
+    /// tokens that verified, so a fast seeded hash is enough.
+    cache: ThreadLocal<RefCell<HashMap<Box<str>, Verified, foldhash::fast::RandomState>>>,
 }
 
 impl AccessCheck {
