@@ -383,19 +383,13 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .filter(|r| r.strip_prefix)
             .map(|r| r.prefix.as_str());
-        let absolute = upstream_request.uri.authority().cloned();
-        if ctx.path.is_some() || strip.is_some() || absolute.is_some() {
+        if ctx.path.is_some() || strip.is_some() {
             let uri = &upstream_request.uri;
             let path = ctx.path.as_deref().unwrap_or(uri.path());
             let target = upstream_target(path, strip, uri.query()).ok_or_else(|| {
                 Error::explain(ErrorType::InternalError, "normalised path is not a URI")
             })?;
             upstream_request.set_uri(target);
-            // Origin form from here on: the host routed on travels as Host
-            // (RFC 9112 section 3.2.2), not whatever Host the client also sent.
-            if let Some(authority) = absolute {
-                upstream_request.insert_header(http::header::HOST, authority.as_str())?;
-            }
         }
         Ok(())
     }
