@@ -12,3 +12,4 @@ pub mod path;
 pub mod revocation;
 pub mod sms;
 pub mod store;
+pub mod tls;

@@ -116,6 +116,15 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// SO_REUSEPORT on the listeners, so several processes can share a port.
     pub reuse_port: bool,
+    /// HTTPS on `listen` (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate files, checked at load.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]

@@ -61,6 +61,15 @@ pub struct RawServer {
     pub body_timeout: Duration,
     #[serde(deserialize_with = "lenient")]
     pub reuse_port: bool,
+    pub tls: Option<RawTls>,
+}
+
+/// `server.tls`: when set, `listen` serves HTTPS only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 impl Default for RawServer {
@@ -75,6 +84,7 @@ impl Default for RawServer {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             reuse_port: false,
+            tls: None,
         }
     }
 }

@@ -137,6 +137,19 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
         header_timeout: positive("server.header_timeout", s.header_timeout)?,
         body_timeout: positive("server.body_timeout", s.body_timeout)?,
         reuse_port: s.reuse_port,
+        tls: match &s.tls {
+            None => None,
+            Some(tls) => {
+                let (cert_file, key_file) =
+                    (PathBuf::from(&tls.cert_file), PathBuf::from(&tls.key_file));
+                crate::tls::load(&cert_file, &key_file)
+                    .map_err(|e| ConfigError::new("server.tls", e))?;
+                Some(TlsConfig {
+                    cert_file,
+                    key_file,
+                })
+            }
+        },
     })
 }
 

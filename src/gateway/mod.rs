@@ -15,6 +15,7 @@ mod snapshot;
 use std::sync::Arc;
 
 use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -26,12 +27,39 @@ use crate::context::RequestIds;
 use crate::metrics::Metrics;
 use crate::revocation::{self, Revocations};
 use crate::store::Storage;
+use crate::tls::ReloadableCert;
 
 use self::admin::Admin;
 use self::health::HealthChecks;
 use self::proxy::Gateway;
 use self::slow_clients::WithHeaderDeadline;
 use self::snapshot::Snapshot;
+
+/// SIGHUP reloads the listener's certificate for new handshakes (open
+/// connections keep theirs); an unusable file is logged, naming
+/// `server.tls`, and the old certificate keeps serving. Registered before the
+/// server runs, so a SIGHUP never takes the default action (exit).
+async fn reload_on_sighup(
+    runtime: &tokio::runtime::Handle,
+    certificate: Option<Arc<ReloadableCert>>,
+) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
+    runtime.spawn(async move {
+        while hangups.recv().await.is_some() {
+            match &certificate {
+                None => tracing::info!("SIGHUP: no certificate to reload"),
+                Some(certificate) => match certificate.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: server.tls certificate reloaded"),
+                    Err(e) => tracing::error!(
+                        "SIGHUP: server.tls: {e}; the previous certificate keeps serving"
+                    ),
+                },
+            }
+        }
+    });
+    Ok(())
+}
 
 fn socket_options(config: &Config) -> TcpSocketOptions {
     let mut options = TcpSocketOptions::default();
@@ -97,8 +125,27 @@ pub fn serve(config: Config) -> Result<(), String> {
         "otpgate proxy".to_owned(),
         WithHeaderDeadline::new(proxy, config.server.header_timeout),
     );
-    proxy.add_tcp_with_settings(&config.server.listen.to_string(), socket_options(&config));
+    let listen = config.server.listen.to_string();
+    let certificate = match &config.server.tls {
+        None => {
+            proxy.add_tcp_with_settings(&listen, socket_options(&config));
+            None
+        }
+        Some(tls) => {
+            let certificate = Arc::new(
+                ReloadableCert::open(&tls.cert_file, &tls.key_file)
+                    .map_err(|e| format!("server.tls: {e}"))?,
+            );
+            let mut settings =
+                TlsSettings::intermediate("", "").map_err(|e| format!("server.tls: {e}"))?;
+            settings.set_cert_resolver(Arc::clone(&certificate) as _);
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&listen, Some(socket_options(&config)), settings);
+            Some(certificate)
+        }
+    };
     server.add_service(proxy);
+    auth_runtime.block_on(reload_on_sighup(auth_runtime.handle(), certificate))?;
 
     if let Some(admin_listen) = config.server.admin_listen {
         let mut admin = Service::new(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
     UniqueIDType,
 };
 use pingora::server::ShutdownWatch;
@@ -200,6 +200,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for WithHeaderDeadline<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // HTTP/2 multiplexes requests on one connection: its streams are
+        // not read as one request after another, so no per-request deadline
+        // fits the connection (h2 keeps its own flow control and limits).
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            return self.inner.process_new(stream, shutdown).await;
+        }
         let stream: Stream = Box::new(DeadlineStream::new(stream, self.timeout));
         self.inner.process_new(stream, shutdown).await
     }

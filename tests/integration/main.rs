@@ -14,3 +14,4 @@ mod signing_keys;
 mod sms_providers;
 mod storage_outage;
 mod store_conformance;
+mod tls;

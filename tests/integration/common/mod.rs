@@ -669,6 +669,10 @@ impl Gateway {
         gateway
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the process and starts it again: same config, ports and files.
     pub async fn restart(&mut self) {
         self.kill();
