@@ -293,6 +293,17 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub health_check_interval: Duration,
+    /// TLS to the upstreams, always verified.
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+/// How a route's upstreams are reached over TLS.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name sent (SNI) and verified; never empty, so never unverified.
+    pub sni: String,
+    /// DER certificates to verify with instead of the system's roots.
+    pub roots: Option<Vec<Vec<u8>>>,
 }
 
 /// Loads `path` with the process environment and the `.env` of the working

@@ -272,6 +272,12 @@ pub struct RawRoute {
     pub read_timeout: Duration,
     #[serde(default = "default_health_check_interval", with = "humantime_serde")]
     pub health_check_interval: Duration,
+    #[serde(default, deserialize_with = "lenient")]
+    pub upstream_tls: bool,
+    #[serde(default)]
+    pub upstream_sni: String,
+    #[serde(default)]
+    pub upstream_ca_file: String,
 }
 
 fn default_auth_mode() -> String {

@@ -341,6 +341,21 @@ fn jwt(raw: &RawConfig) -> Result<JwtConfig> {
     })
 }
 
+/// The certificates of a PEM file of trusted roots, as DER.
+fn ca_file(file: &Path) -> std::result::Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let roots: Vec<Vec<u8>> = CertificateDer::pem_file_iter(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        .map(|cert| cert.map(|c| c.as_ref().to_vec()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM certificates ({e})", file.display()))?;
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", file.display()));
+    }
+    Ok(roots)
+}
+
 /// `jwt.algorithm` and `jwt.keys`, with every key file read and checked.
 fn signing(j: &super::raw::RawJwt) -> Result<Signing> {
     if j.algorithm == "HS256" {
@@ -544,7 +559,38 @@ fn route(path: &str, r: RawRoute) -> Result<RouteConfig> {
             );
         }
     };
+    let upstream_tls = if r.upstream_tls {
+        // Default name: the host of the first upstream, as written.
+        let sni = match r.upstream_sni.trim() {
+            "" => r.upstreams[0]
+                .rsplit_once(':')
+                .map_or(r.upstreams[0].as_str(), |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            sni => sni.to_owned(),
+        };
+        let roots = match r.upstream_ca_file.trim() {
+            "" => None,
+            file => Some(
+                ca_file(Path::new(file))
+                    .map_err(|e| ConfigError::new(format!("{path}.upstream_ca_file"), e))?,
+            ),
+        };
+        Some(UpstreamTls { sni, roots })
+    } else {
+        for (key, value) in [
+            ("upstream_sni", &r.upstream_sni),
+            ("upstream_ca_file", &r.upstream_ca_file),
+        ] {
+            if !value.trim().is_empty() {
+                return err(format!("{path}.{key}"), "needs upstream_tls: true");
+            }
+        }
+        None
+    };
     Ok(RouteConfig {
+        upstream_tls,
         name: r.name,
         prefix: r.prefix,
         host,

@@ -322,7 +322,19 @@ impl ProxyHttp for Gateway {
         let addr = *backend.addr.as_inet().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "upstream is not an inet address")
         })?;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &route.tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => {
+                // Verified against `sni` (never empty: an empty name would
+                // skip verification) with the route's roots or the system's.
+                let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
+                peer.options.verify_cert = true;
+                peer.options.verify_hostname = true;
+                peer.options.ca = tls.roots.clone();
+                peer.group_key = tls.pool_key;
+                peer
+            }
+        };
         peer.options.connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);

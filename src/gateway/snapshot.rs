@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
+use pingora::utils::tls::{WrappedX509, parse_x509};
 
 use super::router::Router;
 use crate::auth::endpoints::EndpointTable;
@@ -30,6 +31,17 @@ pub struct Route {
     pub upstream_count: usize,
     pub counters: StatusCounters,
     pub health: HealthSchedule,
+    pub tls: Option<UpstreamTlsPeer>,
+}
+
+/// A route's upstream TLS, ready for each peer: the name and the roots.
+pub struct UpstreamTlsPeer {
+    pub sni: String,
+    pub roots: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// Pingora's connection pool does not tell peers apart by their roots:
+    /// this key does, so a connection verified under one route's roots is
+    /// never reused for a route that trusts others.
+    pub pool_key: u64,
 }
 
 /// When a route's upstreams are due for their next health check.
@@ -86,6 +98,22 @@ impl Route {
             upstream_count: config.upstreams.len(),
             counters: metrics.counters(&config.name),
             health: HealthSchedule::new(config.health_check_interval),
+            tls: config.upstream_tls.as_ref().map(|tls| UpstreamTlsPeer {
+                pool_key: {
+                    use std::hash::{Hash, Hasher};
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    tls.roots.hash(&mut hasher);
+                    hasher.finish()
+                },
+                sni: tls.sni.clone(),
+                roots: tls.roots.as_ref().map(|roots| {
+                    let certs: Vec<WrappedX509> = roots
+                        .iter()
+                        .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                        .collect();
+                    Arc::<[WrappedX509]>::from(certs)
+                }),
+            }),
         })
     }
 }

@@ -302,3 +302,95 @@ async fn bad_certificate_files_refuse_start_naming_server_tls() {
         assert!(!stderr.contains("BEGIN"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn upstream_tls_is_always_verified() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tls::self_signed(certs.path());
+    let stranger = tempfile::tempdir().unwrap();
+    let (other_ca, _) = tls::self_signed(stranger.path());
+    let nginx = crate::common::nginx::Nginx::start(&format!(
+        "  server {{\n    listen LISTEN ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{ return 200 \"tls|$ssl_protocol|$ssl_server_name\"; }}\n  }}\n",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let gw = GatewaySpec::new(Store::Embedded)
+        .route(route("ip", "/ip/", &[nginx.addr], "public").with(&format!(
+            "upstream_tls: true, upstream_ca_file: {}",
+            q(&cert)
+        )))
+        .route(
+            route("named", "/named/", &[nginx.addr], "public").with(&format!(
+                "upstream_tls: true, upstream_sni: localhost, upstream_ca_file: {}",
+                q(&cert)
+            )),
+        )
+        .route(
+            route("wrongca", "/wrongca/", &[nginx.addr], "public").with(&format!(
+                "upstream_tls: true, upstream_ca_file: {}",
+                q(&other_ca)
+            )),
+        )
+        .route(
+            route("wrongname", "/wrongname/", &[nginx.addr], "public").with(&format!(
+                "upstream_tls: true, upstream_sni: wrong.example, upstream_ca_file: {}",
+                q(&cert)
+            )),
+        )
+        .route(route("system", "/system/", &[nginx.addr], "public").with("upstream_tls: true"))
+        .start()
+        .await;
+    // Verified against the route's roots: by the upstream's IP, or a name sent as SNI.
+    let answer = raw::get(gw.addr, "/ip/x", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.starts_with("tls|TLSv1."), "{answer:?}");
+    let answer = raw::get(gw.addr, "/named/x", &[]).await;
+    assert_eq!(
+        (answer.status, answer.body.rsplit('|').next()),
+        (200, Some("localhost")),
+        "{answer:?}"
+    );
+    // A certificate that does not verify is 502, never a fallback.
+    for path in ["/wrongca/x", "/wrongname/x", "/system/x"] {
+        let answer = raw::get(gw.addr, path, &[]).await;
+        assert_eq!(
+            (answer.status, answer.code().as_str()),
+            (502, "upstream_unavailable"),
+            "{path}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn upstream_tls_settings_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, key) in [
+        ("upstream_sni: x.example", "routes[0].upstream_sni"),
+        (
+            "upstream_ca_file: /nonexistent/ca.pem",
+            "routes[0].upstream_ca_file",
+        ),
+        (
+            "upstream_tls: true, upstream_ca_file: /nonexistent/ca.pem",
+            "routes[0].upstream_ca_file",
+        ),
+    ] {
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            format!("jwt: {{ secret: {SECRET:?} }}\nroutes: [{{ name: a, prefix: /, upstreams: [\"127.0.0.1:9\"], {extra} }}]\n"),
+        )
+        .unwrap();
+        let out = otpgate(dir.path())
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra}: accepted");
+        assert!(stderr.contains(&format!("{key}:")), "{extra}: {stderr}");
+    }
+}
