@@ -15,3 +15,4 @@ mod sms_providers;
 mod storage_outage;
 mod store_conformance;
 mod tls;
+mod websockets;
