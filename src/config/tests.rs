@@ -192,6 +192,13 @@ fn secrets_do_not_show_in_debug_output() {
 
 #[test]
 fn the_shipped_configs_are_valid() {
+    // The production config serves HTTPS: give it a certificate.
+    let certs = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
     for file in ["config/gateway.yaml", "config/production.yaml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let env = Env::from_pairs([
@@ -199,6 +206,8 @@ fn the_shipped_configs_are_valid() {
             ("TWILIO_ACCOUNT_SID", "AC0123"),
             ("TWILIO_AUTH_TOKEN", "token"),
             ("TWILIO_PHONE_NUMBER", "+15550001111"),
+            ("TLS_CERT_FILE", cert.as_str()),
+            ("TLS_KEY_FILE", key.as_str()),
         ]);
         load_with_env(&path, &env).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
