@@ -394,3 +394,29 @@ async fn upstream_tls_settings_are_checked_at_start() {
         assert!(stderr.contains(&format!("{key}:")), "{extra}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_outlives_the_header_deadline() {
+    let certs = tempfile::tempdir().unwrap();
+    tls::self_signed(certs.path());
+    let up = upstream("up");
+    let mut spec =
+        GatewaySpec::new(Store::Embedded).route(route("public", "/", &[up.addr], "public"));
+    spec.server = format!(
+        "header_timeout: 1s, tls: {{ cert_file: {:?}, key_file: {:?} }}",
+        certs.path().join("cert.pem").display().to_string(),
+        certs.path().join("key.pem").display().to_string()
+    );
+    let gw = spec.start().await;
+    let client = trusting(&certs.path().join("cert.pem"));
+    for round in 0..2 {
+        let response = client.get(https(&gw, "/x")).send().await.unwrap();
+        assert_eq!(
+            (response.status().as_u16(), response.version()),
+            (200, reqwest::Version::HTTP_2),
+            "round {round}"
+        );
+        // Longer than header_timeout, on the same HTTP/2 connection.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}

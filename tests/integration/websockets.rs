@@ -97,7 +97,8 @@ where
 async fn gateway(echo: &EchoServer, tls_dir: Option<&std::path::Path>) -> Gateway {
     let mut spec = GatewaySpec::new(Store::Embedded)
         .route(route("ws", "/ws/", &[echo.addr], "required"))
-        .route(route("open", "/open/", &[echo.addr], "public"));
+        .route(route("open", "/open/", &[echo.addr], "public"))
+        .route(route("maybe", "/maybe/", &[echo.addr], "optional"));
     if let Some(dir) = tls_dir {
         spec.server = format!(
             "tls: {{ cert_file: {:?}, key_file: {:?} }}",
