@@ -26,29 +26,8 @@ if [[ ! -x $OTPGATE_BIN ]]; then
     cargo build --release --bin otpgate
 fi
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf -- "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "algorithms.sh: nothing listens on $1" >&2
-    exit 1
-}
-
-ticks() {  # utime + stime of a process, in clock ticks
-    local s; s=$(cat "/proc/$1/stat"); s=${s##*) }
-    read -r -a f <<<"$s"
-    echo $((f[11] + f[12]))
-}
+# shellcheck source=tools/common.sh
+. bench/tools/common.sh
 
 cat >"$WORK/nginx.conf" <<NGINX
 daemon off; master_process off; worker_processes 1; pid $WORK/nginx.pid;
@@ -117,13 +96,12 @@ for round in $(seq 1 "$ROUNDS"); do
         after=$(ticks "$GATEWAY_PID")
         requests=$(awk '/requests in/ { print $1 }' <<<"$out")
         rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
-        cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+        cpu=$(cpu_us_per_request $((after - before)) "$requests")
         printf '[round %d] %-6s %10s req/s  %6s CPU us/req\n' "$round" "$alg" "$rps" "$cpu"
         RPS[$alg]+="$rps " CPU[$alg]+="$cpu "
         kill -INT "$GATEWAY_PID"; wait "$GATEWAY_PID" 2>/dev/null || true
     done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 printf '\n%-6s %10s %12s %10s %10s\n' alg req/s "CPU us/req" "rps/HS256" "cpu/HS256"
 base_rps=$(median "${RPS[HS256]}") base_cpu=$(median "${CPU[HS256]}")
 for alg in "${ALGORITHMS[@]}"; do

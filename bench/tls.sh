@@ -26,29 +26,8 @@ for tool in nginx haproxy wrk h2load curl python3 openssl taskset; do
 done
 [[ -x $OTPGATE_BIN ]] || cargo build --release --bin otpgate
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf -- "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "tls.sh: nothing listens on $1" >&2
-    exit 1
-}
-
-ticks() {  # utime + stime of a process, in clock ticks
-    local s; s=$(cat "/proc/$1/stat"); s=${s##*) }
-    read -r -a f <<<"$s"
-    echo $((f[11] + f[12]))
-}
+# shellcheck source=tools/common.sh
+. bench/tools/common.sh
 
 # One certificate for both proxies.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -126,13 +105,12 @@ for round in $(seq 1 "$ROUNDS"); do
                 rps=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out")
             fi
             after=$(ticks "${PID[$target]}")
-            cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.2f", n ? t / hz * 1e6 / n : 0 }')
+            cpu=$(cpu_us_per_request $((after - before)) "$requests")
             printf '[round %d] %-8s %s %10s req/s  %6s CPU us/req\n' "$round" "$target" "$proto" "$rps" "$cpu"
             RPS[$target-$proto]+="$rps " CPU[$target-$proto]+="$cpu "
         done
     done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 printf '\n%-8s %-5s %10s %12s\n' proxy proto req/s "CPU us/req"
 for target in otpgate haproxy; do
     for proto in h1 h2; do

@@ -97,14 +97,6 @@ impl Revocations {
             next
         });
     }
-
-    pub fn len(&self) -> usize {
-        self.revoked.load().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How far back an incremental resync looks beyond the last one, for
@@ -215,7 +207,7 @@ mod tests {
         assert_eq!(revocations.standing("b", now), Standing::Valid);
         // Entries past their end are dropped at the next change.
         revocations.insert(&[entry("c", now + 60)]);
-        assert_eq!(revocations.len(), 2);
+        assert_eq!(revocations.revoked.load().len(), 2);
         // A later end wins over an earlier one.
         revocations.insert(&[entry("a", now + 10), entry("a", now + 120)]);
         assert_eq!(revocations.standing("a", now + 100), Standing::Revoked);

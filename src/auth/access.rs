@@ -170,35 +170,10 @@ impl AccessCheck {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::{FeedLoss, JwtConfig, Secret};
+    use crate::auth::fixtures::{jwt_config, user};
+    use crate::config::FeedLoss;
     use crate::store::RevokedSession;
-    use crate::store::User;
-
-    fn config(secret: &str) -> JwtConfig {
-        JwtConfig {
-            secret: Secret::new(secret.repeat(32)),
-            issuer: "otpgate".into(),
-            audience: "otpgate".into(),
-            ttl: Duration::from_secs(3600),
-            leeway: Duration::from_secs(30),
-            signing: crate::config::Signing::Hmac,
-        }
-    }
-
-    fn user() -> User {
-        User {
-            id: 7,
-            mobile: "+15550001111".into(),
-            first_name: "A".into(),
-            last_name: "B".into(),
-            email: "a@b.co".into(),
-            verified: true,
-            created_at: 0,
-        }
-    }
 
     fn bearer(token: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -208,7 +183,7 @@ mod tests {
 
     #[test]
     fn principals_come_from_verified_tokens_and_are_cached() {
-        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
+        let tokens = Arc::new(Tokens::new(&jwt_config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Open)),
@@ -234,7 +209,7 @@ mod tests {
 
     #[test]
     fn rejections_say_why() {
-        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
+        let tokens = Arc::new(Tokens::new(&jwt_config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Open)),
@@ -257,7 +232,7 @@ mod tests {
                 .unwrap_err(),
             Rejection::Expired
         );
-        let forged = Tokens::new(&config("o"))
+        let forged = Tokens::new(&jwt_config("o"))
             .unwrap()
             .issue(&user(), "s1", unix_now())
             .token;
@@ -281,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_cached_token_is_not_used_past_its_expiry() {
-        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
+        let tokens = Arc::new(Tokens::new(&jwt_config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Open)),
@@ -309,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_revoked_session_is_refused_even_from_the_cache() {
-        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
+        let tokens = Arc::new(Tokens::new(&jwt_config("s")).unwrap());
         let revocations = Arc::new(Revocations::new(FeedLoss::Open));
         let access = AccessCheck::new(Arc::clone(&tokens), Arc::clone(&revocations));
         let token = tokens.issue(&user(), "s1", unix_now()).token;
@@ -330,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_lost_feed_in_closed_mode_refuses_tokens_but_not_anonymous_requests() {
-        let tokens = Arc::new(Tokens::new(&config("s")).unwrap());
+        let tokens = Arc::new(Tokens::new(&jwt_config("s")).unwrap());
         let access = AccessCheck::new(
             Arc::clone(&tokens),
             Arc::new(Revocations::new(FeedLoss::Closed)),

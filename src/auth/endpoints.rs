@@ -182,12 +182,21 @@ pub enum Lookup<'a> {
 pub struct EndpointTable {
     /// Empty, or `/x` without a trailing slash.
     prefix: String,
+    /// The first segment of every endpoint path (a literal in each).
+    first_segments: Vec<&'static str>,
 }
 
 impl EndpointTable {
     pub fn new(prefix: &str) -> Self {
+        let mut first_segments: Vec<&'static str> = ENDPOINTS
+            .iter()
+            .map(|spec| first_segment(spec.path))
+            .collect();
+        first_segments.sort_unstable();
+        first_segments.dedup();
         Self {
             prefix: prefix.to_owned(),
+            first_segments,
         }
     }
 
@@ -198,10 +207,7 @@ impl EndpointTable {
         };
         // Every auth path starts with a known first segment: most proxied
         // requests are told apart here without walking the table.
-        if !ENDPOINTS
-            .iter()
-            .any(|spec| same_first_segment(spec.path, rest))
-        {
+        if !self.first_segments.contains(&first_segment(rest)) {
             return Lookup::NotAuth;
         }
         let mut allow: Vec<&str> = Vec::new();
@@ -230,16 +236,13 @@ impl EndpointTable {
     }
 }
 
-/// Whether `path`'s first segment is `pattern`'s (a literal in every pattern).
-fn same_first_segment(pattern: &str, path: &str) -> bool {
-    let first = |p: &str| {
-        let rest = p.strip_prefix('/').unwrap_or(p);
-        rest.find('/').map_or(rest.len(), |end| end) + 1
-    };
-    let end = first(pattern);
-    path.len() >= end
-        && path.as_bytes()[..end] == pattern.as_bytes()[..end]
-        && (path.len() == end || path.as_bytes()[end] == b'/')
+/// `/first` of `/first/rest...`: up to the second slash.
+fn first_segment(path: &str) -> &str {
+    let end = path
+        .get(1..)
+        .and_then(|rest| rest.find('/'))
+        .map_or(path.len(), |at| at + 1);
+    &path[..end]
 }
 
 /// The values of `pattern`'s `{name}` segments when `path` matches it.
@@ -471,12 +474,13 @@ mod tests {
 
     #[test]
     fn first_segments_are_compared_whole() {
-        assert!(same_first_segment("/sessions/{id}", "/sessions"));
-        assert!(same_first_segment("/sessions/{id}", "/sessions/x"));
-        assert!(!same_first_segment("/sessions/{id}", "/sessionsx"));
-        assert!(!same_first_segment("/user", "/use"));
-        assert!(!same_first_segment("/user", "/api/user"));
-        assert!(same_first_segment("/token/refresh", "/token/x"));
+        let same = |pattern, path| first_segment(pattern) == first_segment(path);
+        assert!(same("/sessions/{id}", "/sessions"));
+        assert!(same("/sessions/{id}", "/sessions/x"));
+        assert!(!same("/sessions/{id}", "/sessionsx"));
+        assert!(!same("/user", "/use"));
+        assert!(!same("/user", "/api/user"));
+        assert!(same("/token/refresh", "/token/x"));
     }
 
     #[test]

@@ -87,3 +87,37 @@ impl AuthServices {
         })
     }
 }
+
+/// What the auth unit tests share: a JWT config and a user.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::Duration;
+
+    use crate::config::{JwtConfig, Secret, Signing};
+    use crate::store::User;
+
+    /// HS256 with `secret` repeated to 32 bytes; 1h tokens, 30s leeway.
+    pub fn jwt_config(secret: &str) -> JwtConfig {
+        JwtConfig {
+            secret: Secret::new(secret.repeat(32)),
+            signing: Signing::Hmac,
+            issuer: "otpgate".into(),
+            audience: "otpgate".into(),
+            ttl: Duration::from_secs(3600),
+            leeway: Duration::from_secs(30),
+        }
+    }
+
+    /// User 7, +15550001111, verified.
+    pub fn user() -> User {
+        User {
+            id: 7,
+            mobile: "+15550001111".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+            email: "a@b.co".into(),
+            verified: true,
+            created_at: 0,
+        }
+    }
+}

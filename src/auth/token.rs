@@ -271,42 +271,13 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
-
-    fn config() -> JwtConfig {
-        JwtConfig {
-            secret: Secret::new("s".repeat(32)),
-            issuer: "otpgate".into(),
-            audience: "otpgate".into(),
-            ttl: Duration::from_secs(3600),
-            leeway: Duration::from_secs(30),
-            signing: crate::config::Signing::Hmac,
-        }
-    }
-
-    fn user() -> User {
-        User {
-            id: 7,
-            mobile: "+15550001111".into(),
-            first_name: "A".into(),
-            last_name: "B".into(),
-            email: "a@b.co".into(),
-            verified: true,
-            created_at: 0,
-        }
-    }
-
-    fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-    }
+    use crate::auth::fixtures::{jwt_config, user};
+    use crate::auth::unix_now;
 
     #[test]
     fn issued_tokens_verify_with_all_claims() {
-        let tokens = Tokens::new(&config()).unwrap();
-        let issued = tokens.issue(&user(), "s1", now());
+        let tokens = Tokens::new(&jwt_config("s")).unwrap();
+        let issued = tokens.issue(&user(), "s1", unix_now());
         assert_eq!(issued.expires_in, 3600);
         let claims = tokens.verify(&issued.token).unwrap();
         assert_eq!(claims.sub, "7");
@@ -318,14 +289,14 @@ mod tests {
             (claims.iss.as_str(), claims.aud.as_str()),
             ("otpgate", "otpgate")
         );
-        let again = tokens.issue(&user(), "s1", now());
+        let again = tokens.issue(&user(), "s1", unix_now());
         assert_ne!(claims.jti, tokens.verify(&again.token).unwrap().jti);
     }
 
     #[test]
     fn expiry_respects_the_leeway() {
-        let tokens = Tokens::new(&config()).unwrap();
-        let t = now();
+        let tokens = Tokens::new(&jwt_config("s")).unwrap();
+        let t = unix_now();
         let just_expired = tokens.issue(&user(), "s1", t - 3600 - 10);
         assert!(
             tokens.verify(&just_expired.token).is_ok(),

@@ -363,7 +363,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -377,18 +377,14 @@ impl ProxyHttp for Gateway {
             &snapshot.identity,
             ctx.principal.as_deref(),
         )?;
-        // The client's own id, when kept, is already there.
-        if let Some(context) = &ctx.context
-            && upstream_request.headers.get("x-request-id") != Some(&context.request_id)
-        {
-            upstream_request.insert_header("x-request-id", context.request_id.clone())?;
-        }
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            headers::append_forwarded_for(upstream_request, ip)?;
+        if let Some(context) = &ctx.context {
+            // The client's own id, when kept, is already there.
+            if upstream_request.headers.get("x-request-id") != Some(&context.request_id) {
+                upstream_request.insert_header("x-request-id", context.request_id.clone())?;
+            }
+            if let Some(ip) = context.client_ip {
+                headers::append_forwarded_for(upstream_request, ip)?;
+            }
         }
         let strip = ctx
             .route

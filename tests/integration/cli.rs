@@ -86,10 +86,7 @@ fn check_refuses_bad_configs_naming_the_key() {
         ("server: [unclosed\n".to_owned(), "invalid YAML"),
     ];
     for (yaml, expected) in cases {
-        let config = write_config(dir.path(), &yaml);
-        let out = run(dir.path(), &["check", "--config", &config], &[]);
-        assert_eq!(out.status.code(), Some(1), "{yaml}");
-        let stderr = text(&out.stderr);
+        let stderr = check_refused(dir.path(), &yaml);
         assert!(stderr.contains(expected), "{yaml}\n=> {stderr}");
     }
 }

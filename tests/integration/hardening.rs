@@ -438,8 +438,10 @@ async fn a_keep_alive_connection_may_idle_between_requests() {
             answer.extend_from_slice(&buf[..n]);
         }
         assert_eq!(raw::parse(&answer).unwrap().status, 200);
-        // Longer than header_timeout: idling between requests is the keep-alive timeout's business.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Idle for longer than header_timeout (a connection opened now and
+        // left idle is cut first): idling between requests is the keep-alive
+        // timeout's business.
+        cut_for_idling(tokio::net::TcpStream::connect(gw.addr).await.unwrap()).await;
     }
     assert_eq!(up.seen(), 2);
 }

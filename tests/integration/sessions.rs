@@ -57,6 +57,15 @@ async fn gateway(store: Store, session: &str) -> (Upstream, Gateway) {
     (up, spec.start().await)
 }
 
+/// `POST /logout` with `token`, and a JSON body when given (else none at all).
+async fn logout(gw: &Gateway, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().post(gw.url("/logout")).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    json(request.send().await.unwrap()).await
+}
+
 async fn refresh(gw: &Gateway, token: &str) -> (u16, Value) {
     post(gw, "/token/refresh", json!({ "refresh_token": token })).await
 }
@@ -244,13 +253,7 @@ async fn logout_scopes(store: Store) {
     let c = log_in(&gw, mobile).await;
     let d = log_in(&gw, mobile).await;
     let token = |s: &Value| field(s, "token");
-    let logout = async |token: &str, body: Option<Value>| {
-        let mut request = client().post(gw.url("/logout")).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        json(request.send().await.unwrap()).await
-    };
+    let logout = async |token: &str, body: Option<Value>| logout(&gw, token, body).await;
     // local (an empty body, no Content-Type): only this session.
     let reply = logout(&token(&a), None).await;
     assert_eq!(reply, (200, json!({"message": "Logged out"})));
@@ -415,15 +418,7 @@ async fn revocations_survive_a_restart(store: Store) {
     let (_up, mut gw) = gateway(store, "").await;
     let a = signed_up(&gw, "+15550200701").await;
     let token = field(&a, "token");
-    let reply = json(
-        client()
-            .post(gw.url("/logout"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = logout(&gw, &token, None).await;
     assert_eq!(reply.0, 200);
     gw.restart().await;
     assert_eq!(token_status(&gw, &token).await, revoked());
@@ -475,6 +470,20 @@ async fn readyz(gw: &Gateway) -> (u16, Value) {
     json(client().get(gw.admin_url("/readyz")).send().await.unwrap()).await
 }
 
+/// Until `/readyz` says the revocation feed is lost.
+async fn wait_feed_lost(gw: &Gateway) {
+    poll_until(
+        Duration::from_secs(10),
+        "the lost feed to show",
+        async || {
+            let (status, body) = readyz(gw).await;
+            let failing = body["failing"].as_array().cloned().unwrap_or_default();
+            (status == 503).then(|| assert!(failing.contains(&json!("revocation")), "{body}"))
+        },
+    )
+    .await;
+}
+
 async fn wait_ready(gw: &Gateway) {
     poll_until(
         Duration::from_secs(10),
@@ -492,15 +501,7 @@ async fn a_revocation_reaches_the_other_instance_within_a_second() {
     let login = signed_up(&a, "+15550200801").await;
     let token = field(&login, "token");
     assert_eq!(token_status(&b, &token).await, ok());
-    let reply = json(
-        client()
-            .post(a.url("/logout"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = logout(&a, &token, None).await;
     assert_eq!(reply.0, 200);
     poll_until(
         Duration::from_secs(1),
@@ -535,28 +536,11 @@ async fn a_lost_feed_in_open_mode_keeps_serving_and_resyncs() {
     let first = field(&signed_up(&a, "+15550200901").await, "token");
     let second = field(&log_in(&a, "+15550200901").await, "token");
     relay.cut();
-    poll_until(
-        Duration::from_secs(10),
-        "B to notice the lost feed",
-        async || {
-            let (status, body) = readyz(&b).await;
-            let failing = body["failing"].as_array().cloned().unwrap_or_default();
-            (status == 503).then(|| assert!(failing.contains(&json!("revocation")), "{body}"))
-        },
-    )
-    .await;
+    wait_feed_lost(&b).await;
     // Open: tokens are accepted by what B knows.
     assert_eq!(token_status(&b, &second).await, ok());
     // A revocation while B cannot hear it...
-    let reply = json(
-        client()
-            .post(a.url("/logout"))
-            .bearer_auth(&first)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = logout(&a, &first, None).await;
     assert_eq!(reply.0, 200);
     relay.restore();
     wait_ready(&b).await;
@@ -573,12 +557,7 @@ async fn a_lost_feed_in_closed_mode_refuses_tokens() {
     let token = field(&signed_up(&a, "+15550201001").await, "token");
     assert_eq!(token_status(&b, &token).await, ok());
     relay.cut();
-    poll_until(
-        Duration::from_secs(10),
-        "B to notice the lost feed",
-        async || (readyz(&b).await.0 == 503).then_some(()),
-    )
-    .await;
+    wait_feed_lost(&b).await;
     let seen = up.seen();
     let (status, body) = json(
         client()

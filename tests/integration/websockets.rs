@@ -7,7 +7,6 @@ use crate::common::*;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::pem::PemObject;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -169,22 +168,7 @@ async fn websockets_work_over_the_tls_listener() {
     let (cert, _) = tls::self_signed(certs.path());
     let gw = gateway(&echo, Some(certs.path())).await;
     // HTTP/1.1 by ALPN: an upgrade is an HTTP/1.1 affair.
-    let mut roots = rustls::RootCertStore::empty();
-    for der in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
-        roots.add(der.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = tls::connect_http1(gw.addr, &cert).await;
     let token = tokens::valid("7");
     let url = format!("wss://localhost:{}/ws/chat", gw.addr.port());
     let (ws, response) = tokio_tungstenite::client_async(request(&url, Some(&token)), tls)

@@ -640,6 +640,22 @@ fn spawn_gateway(dir: &Path) -> Child {
         .unwrap()
 }
 
+/// Writes `yaml` as `dir/gateway.yaml`, runs `otpgate check` on it, asserts
+/// that it refused (exit 1) and returns what it printed on stderr.
+pub fn check_refused(dir: &Path, yaml: &str) -> String {
+    let config = dir.join("gateway.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = otpgate(dir)
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .env("OTPGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "accepted:\n{yaml}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `otpgate` with a clean environment in `dir`.
 pub fn otpgate(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_otpgate"));
@@ -867,6 +883,26 @@ pub mod tokens {
     }
 }
 
+/// Waits for an idle connection, opened just before, to be cut with 408:
+/// the event that `server.header_timeout` has passed, so no fixed sleep has
+/// to guess how long that takes.
+pub async fn cut_for_idling<S>(mut control: S)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), control.read_to_end(&mut answer))
+        .await
+        .expect("an idle connection was never cut");
+    // Over TLS the cut comes without close_notify: an unexpected EOF, after the answer.
+    if let Err(e) = read {
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    let answer = raw::parse(&answer).expect("an answer before the close");
+    assert_eq!(answer.status, 408);
+}
+
 /// An HTTP/1.1 exchange over a raw socket, for requests that an HTTP client
 /// would tidy up first (dot-segments, repeated headers, odd spacing).
 pub mod raw {
@@ -962,5 +998,30 @@ pub mod tls {
         std::fs::write(&cert, certified.cert.pem()).unwrap();
         std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
         (cert, key)
+    }
+
+    /// A TLS connection to `addr` as `localhost`, trusting only `cert`,
+    /// offering only HTTP/1.1 by ALPN.
+    pub async fn connect_http1(
+        addr: std::net::SocketAddr,
+        cert: &Path,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for der in rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+            roots.add(der.unwrap()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap()
     }
 }
