@@ -35,6 +35,13 @@ pub enum ApiError {
     OtpExpired,
     #[error("An OTP was sent recently; retry in {} seconds", retry_after_secs(*.retry_after))]
     Cooldown { retry_after: Duration },
+    #[error("{}", limited(*.limit, *.retry_after))]
+    Limited {
+        limit: crate::limits::Limit,
+        retry_after: Duration,
+    },
+    #[error("Numbers of this country are not accepted")]
+    CountryNotAllowed,
     #[error("The SMS could not be sent; try again")]
     SmsFailed,
     #[error("Storage is unavailable; try again shortly")]
@@ -72,6 +79,18 @@ fn retry_after_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+fn limited(limit: crate::limits::Limit, retry_after: Duration) -> String {
+    use crate::limits::Limit;
+    let what = match limit {
+        Limit::SmsPerMobile => "Too many OTPs were sent to this number",
+        Limit::SmsPerIp | Limit::VerifyPerIp => "Too many requests from this address",
+        Limit::SmsPerCountry => "Too many OTPs were sent to this country",
+        Limit::SmsGlobal => "The service sends no more OTPs for now",
+        Limit::Lockout => "Too many wrong OTPs: this number is locked",
+    };
+    format!("{what}; retry in {} seconds", retry_after_secs(retry_after))
+}
+
 impl ApiError {
     pub fn invalid(field: &str, problem: &str) -> Self {
         Self::InvalidRequest(format!("{field}: {problem}"))
@@ -79,7 +98,7 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::InvalidRequest(_) | Self::InvalidPath(_) => 400,
+            Self::InvalidRequest(_) | Self::InvalidPath(_) | Self::CountryNotAllowed => 400,
             Self::Unauthorized
             | Self::InvalidToken
             | Self::TokenRevoked
@@ -94,7 +113,7 @@ impl ApiError {
             Self::AlreadyRegistered | Self::EmailTaken | Self::AlreadyVerified => 409,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
-            Self::Cooldown { .. } => 429,
+            Self::Cooldown { .. } | Self::Limited { .. } => 429,
             Self::Internal => 500,
             Self::SmsFailed | Self::UpstreamUnavailable => 502,
             Self::StorageUnavailable | Self::RevocationUnavailable => 503,
@@ -116,6 +135,17 @@ impl ApiError {
             Self::InvalidOtp => "invalid_otp",
             Self::OtpExpired => "otp_expired",
             Self::Cooldown { .. } => "cooldown",
+            Self::Limited { limit, .. } => {
+                use crate::limits::Limit;
+                match limit {
+                    Limit::SmsPerMobile => "mobile_limit",
+                    Limit::SmsPerIp | Limit::VerifyPerIp => "ip_limit",
+                    Limit::SmsPerCountry => "country_limit",
+                    Limit::SmsGlobal => "sms_budget_exhausted",
+                    Limit::Lockout => "locked_out",
+                }
+            }
+            Self::CountryNotAllowed => "country_not_allowed",
             Self::SmsFailed => "sms_failed",
             Self::StorageUnavailable => "storage_unavailable",
             Self::Unauthorized => "unauthorized",
@@ -141,7 +171,7 @@ impl ApiError {
             (HeaderName::from_static(name), value)
         };
         match self {
-            Self::Cooldown { retry_after } => {
+            Self::Cooldown { retry_after } | Self::Limited { retry_after, .. } => {
                 vec![header(
                     "retry-after",
                     retry_after_secs(*retry_after).to_string(),

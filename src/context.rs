@@ -9,7 +9,10 @@ use http::{HeaderMap, HeaderValue};
 
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    /// The socket peer (no proxy header is believed yet).
+    /// The socket peer.
+    pub peer: Option<IpAddr>,
+    /// The client: the peer, or the address a trusted proxy forwarded
+    /// (`limits.trusted_proxies`).
     pub client_ip: Option<IpAddr>,
     /// The client's `X-Request-Id` when usable, else a generated one.
     pub request_id: HeaderValue,

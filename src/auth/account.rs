@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use super::access::Principal;
 use super::delivery::OtpDelivery;
-use super::mobile::masked;
 use super::session::Sessions;
 use crate::api::ApiError;
+use crate::audit::Audit;
 use crate::context::RequestContext;
+use crate::mobile::masked;
 use crate::store::{User, UserStore};
 
 pub struct Accounts {
     users: Arc<dyn UserStore>,
     sessions: Arc<Sessions>,
     delivery: Arc<OtpDelivery>,
+    audit: Arc<Audit>,
 }
 
 impl Accounts {
@@ -22,11 +24,13 @@ impl Accounts {
         users: Arc<dyn UserStore>,
         sessions: Arc<Sessions>,
         delivery: Arc<OtpDelivery>,
+        audit: Arc<Audit>,
     ) -> Self {
         Self {
             users,
             sessions,
             delivery,
+            audit,
         }
     }
 
@@ -51,6 +55,11 @@ impl Accounts {
         self.users.delete(user.id).await?;
         self.delivery.forget(&user.mobile).await?;
         tracing::info!(request_id = ctx.request_id(), user_id = user.id, mobile = %masked(&user.mobile), "account deleted");
+        self.audit
+            .event("account_deleted", ctx)
+            .user(user.id)
+            .mobile(&user.mobile)
+            .emit();
         Ok(())
     }
 }

@@ -313,7 +313,7 @@ pub async fn handle(services: &AuthServices, request: AuthRequest) -> Result<Rep
         });
     }
     let inputs = Inputs {
-        default_country_code: services.default_country_code.as_deref(),
+        mobiles: &services.mobiles,
     };
     let fields = JsonFields::parse(&request.body)?;
     match request.endpoint {

@@ -4,16 +4,38 @@
 use crate::api::{ApiError, JsonFields};
 use crate::store::{Purpose, Registration};
 
-use super::mobile;
 use super::session::LogoutScope;
+use crate::mobile;
+
+/// How a submitted mobile is read: `otp.default_country_code` and
+/// `otp.allowed_country_codes`.
+#[derive(Debug, Clone, Default)]
+pub struct MobileRules {
+    pub default_country_code: Option<String>,
+    /// Empty allows every number.
+    pub allowed_country_codes: Vec<u16>,
+}
 
 pub struct Inputs<'a> {
-    pub default_country_code: Option<&'a str>,
+    pub mobiles: &'a MobileRules,
 }
 
 impl Inputs<'_> {
+    /// The normalized mobile; one outside the allowed countries is refused
+    /// here, before any counter or SMS.
     pub fn mobile(&self, fields: &JsonFields) -> Result<String, ApiError> {
-        mobile::normalize(fields.required("mobile")?, self.default_country_code)
+        let rules = self.mobiles;
+        let mobile = mobile::normalize(
+            fields.required("mobile")?,
+            rules.default_country_code.as_deref(),
+        )?;
+        if !rules.allowed_country_codes.is_empty()
+            && !mobile::calling_code(&mobile)
+                .is_some_and(|code| rules.allowed_country_codes.contains(&code))
+        {
+            return Err(ApiError::CountryNotAllowed);
+        }
+        Ok(mobile)
     }
 
     pub fn registration(&self, fields: &JsonFields) -> Result<Registration, ApiError> {

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::delivery::OtpDelivery;
-use super::mobile::masked;
 use super::session::Sessions;
 use super::unix_now;
 use crate::api::ApiError;
+use crate::audit::Audit;
 use crate::context::RequestContext;
+use crate::mobile::masked;
 use crate::store::{Purpose, User, UserStore};
 
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +42,7 @@ pub struct Login {
     users: Arc<dyn UserStore>,
     delivery: Arc<OtpDelivery>,
     sessions: Arc<Sessions>,
+    audit: Arc<Audit>,
 }
 
 impl Login {
@@ -48,11 +50,13 @@ impl Login {
         users: Arc<dyn UserStore>,
         delivery: Arc<OtpDelivery>,
         sessions: Arc<Sessions>,
+        audit: Arc<Audit>,
     ) -> Self {
         Self {
             users,
             delivery,
             sessions,
+            audit,
         }
     }
 
@@ -69,10 +73,18 @@ impl Login {
             tracing::info!(request_id = ctx.request_id(), mobile = %masked(mobile), "login OTP sent");
             return Ok(LoginOutcome::OtpSent);
         };
-        self.delivery.consume(Purpose::Login, mobile, otp).await?;
+        self.delivery
+            .consume(ctx, Purpose::Login, mobile, otp)
+            .await?;
         let login_at = unix_now();
         let grant = self.sessions.start(&user, login_at).await?;
         tracing::info!(request_id = ctx.request_id(), user_id = user.id, session_id = %grant.session_id, "login");
+        self.audit
+            .event("login", ctx)
+            .user(user.id)
+            .mobile(mobile)
+            .session(&grant.session_id)
+            .emit();
         Ok(LoginOutcome::Token(Box::new(LoginToken {
             token: grant.access.token,
             token_type: "Bearer",

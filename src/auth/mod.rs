@@ -1,14 +1,13 @@
 //! The OTP sign-up and login services, with no Pingora types: one small
 //! service per concern over the store traits, the one access check, the
-//! endpoint table, input rules, OTPs, tokens and mobile numbers.
+//! endpoint table, input rules, OTPs and tokens.
 
 pub mod access;
 pub mod account;
 pub mod delivery;
 pub mod endpoints;
-mod input;
+pub mod input;
 pub mod login;
-pub mod mobile;
 pub mod otp;
 pub mod refresh;
 pub mod session;
@@ -17,7 +16,9 @@ pub mod token;
 
 use std::sync::Arc;
 
+use crate::audit::Audit;
 use crate::config::Config;
+use crate::limits::Limiter;
 use crate::revocation::Revocations;
 use crate::sms::SmsSender;
 use crate::store::{OtpLimits, Storage};
@@ -38,8 +39,10 @@ pub struct AuthServices {
     pub access: access::AccessCheck,
     /// The JWKS document, served as is.
     pub jwks: Vec<u8>,
-    /// `otp.default_country_code`, for reading mobiles.
-    pub default_country_code: Option<String>,
+    /// How submitted mobiles are read.
+    pub mobiles: input::MobileRules,
+    /// The security events' log.
+    pub audit: Arc<Audit>,
 }
 
 impl AuthServices {
@@ -50,16 +53,23 @@ impl AuthServices {
         revocations: Arc<Revocations>,
     ) -> Result<Self, String> {
         let (otp, jwt) = (&config.otp, &config.jwt);
+        let audit = Arc::new(Audit::open(&config.server.audit_log)?);
         let tokens = Arc::new(token::Tokens::new(jwt)?);
         let delivery = Arc::new(delivery::OtpDelivery::new(
             Arc::clone(&storage.otps),
             sms,
-            otp::OtpCodec::new(&jwt.secret, otp.length),
-            OtpLimits {
-                ttl: otp.ttl,
-                cooldown: otp.cooldown,
-                max_attempts: otp.max_attempts,
+            delivery::DeliveryRules {
+                codec: otp::OtpCodec::new(&jwt.secret, otp.length),
+                limits: OtpLimits {
+                    ttl: otp.ttl,
+                    cooldown: otp.cooldown,
+                    max_attempts: otp.max_attempts,
+                    lockout: config.limits.lockout,
+                },
+                limiter: Limiter::new(Arc::clone(&storage.counters), config.limits.clone()),
+                test_numbers: otp.test_numbers.clone(),
             },
+            Arc::clone(&audit),
         ));
         let users = &storage.users;
         let sessions = Arc::new(session::Sessions::new(
@@ -67,23 +77,40 @@ impl AuthServices {
             Arc::clone(users),
             Arc::clone(&tokens),
             refresh::RefreshCodec::new(&jwt.secret),
-            Arc::clone(&revocations),
-            Arc::clone(&storage.revocations),
+            session::RevocationChannel {
+                view: Arc::clone(&revocations),
+                feed: Arc::clone(&storage.revocations),
+            },
             config.session.clone(),
+            Arc::clone(&audit),
         ));
         let jwks = serde_json::to_vec(tokens.jwks()).expect("JSON values serialize");
         Ok(Self {
             jwks,
-            signup: signup::Signup::new(Arc::clone(users), Arc::clone(&delivery)),
+            signup: signup::Signup::new(
+                Arc::clone(users),
+                Arc::clone(&delivery),
+                Arc::clone(&audit),
+            ),
             login: login::Login::new(
                 Arc::clone(users),
                 Arc::clone(&delivery),
                 Arc::clone(&sessions),
+                Arc::clone(&audit),
             ),
-            accounts: account::Accounts::new(Arc::clone(users), Arc::clone(&sessions), delivery),
+            accounts: account::Accounts::new(
+                Arc::clone(users),
+                Arc::clone(&sessions),
+                delivery,
+                Arc::clone(&audit),
+            ),
             sessions,
             access: access::AccessCheck::new(tokens, revocations),
-            default_country_code: otp.default_country_code.clone(),
+            mobiles: input::MobileRules {
+                default_country_code: otp.default_country_code.clone(),
+                allowed_country_codes: otp.allowed_country_codes.clone(),
+            },
+            audit,
         })
     }
 }

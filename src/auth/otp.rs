@@ -17,6 +17,11 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Otp(String);
 
 impl Otp {
+    /// A configured OTP (a test number's).
+    pub fn fixed(digits: &str) -> Self {
+        Self(digits.to_owned())
+    }
+
     pub fn digits(&self) -> &str {
         &self.0
     }

@@ -12,6 +12,7 @@ use super::refresh::RefreshCodec;
 use super::token::{IssuedToken, Tokens};
 use super::unix_now;
 use crate::api::ApiError;
+use crate::audit::Audit;
 use crate::config::SessionConfig;
 use crate::context::RequestContext;
 use crate::revocation::Revocations;
@@ -44,6 +45,16 @@ pub enum LogoutScope {
     Others,
 }
 
+impl LogoutScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Global => "global",
+            Self::Others => "others",
+        }
+    }
+}
+
 /// One entry of `GET /sessions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionView {
@@ -65,6 +76,13 @@ pub struct Sessions {
     revocations: Arc<Revocations>,
     feed: Arc<dyn RevocationFeed>,
     config: SessionConfig,
+    audit: Arc<Audit>,
+}
+
+/// Where a revocation goes: this instance's view and the feed to the others.
+pub struct RevocationChannel {
+    pub view: Arc<Revocations>,
+    pub feed: Arc<dyn RevocationFeed>,
 }
 
 impl Sessions {
@@ -73,18 +91,19 @@ impl Sessions {
         users: Arc<dyn UserStore>,
         tokens: Arc<Tokens>,
         codec: RefreshCodec,
-        revocations: Arc<Revocations>,
-        feed: Arc<dyn RevocationFeed>,
+        channel: RevocationChannel,
         config: SessionConfig,
+        audit: Arc<Audit>,
     ) -> Self {
         Self {
             store,
             users,
             tokens,
             codec,
-            revocations,
-            feed,
+            revocations: channel.view,
+            feed: channel.feed,
             config,
+            audit,
         }
     }
 
@@ -137,6 +156,11 @@ impl Sessions {
                     .await?
                     .ok_or(ApiError::InvalidRefreshToken)?;
                 tracing::info!(request_id = ctx.request_id(), user_id = user.id, session_id = %session.id, "refresh");
+                self.audit
+                    .event("refresh", ctx)
+                    .user(user.id)
+                    .session(&session.id)
+                    .emit();
                 Ok(Grant {
                     access: self.tokens.issue(&user, &session.id, now),
                     refresh_token: next,
@@ -153,6 +177,12 @@ impl Sessions {
                 let grace = secs(self.config.reuse_grace);
                 let stale = grace == 0 || now.saturating_sub(spent_at) > grace;
                 tracing::warn!(request_id = ctx.request_id(), user_id, %session_id, revoked = stale, "refresh token reused");
+                self.audit
+                    .event("refresh_reused", ctx)
+                    .user(user_id)
+                    .session(&session_id)
+                    .detail("session", if stale { "revoked" } else { "kept" })
+                    .emit();
                 if stale {
                     self.revoke(
                         ctx,
@@ -192,6 +222,12 @@ impl Sessions {
         };
         self.revoke(ctx, which).await?;
         tracing::info!(request_id = ctx.request_id(), user_id, ?scope, "logout");
+        self.audit
+            .event("logout", ctx)
+            .user(user_id)
+            .session(session_id)
+            .detail("scope", scope.as_str())
+            .emit();
         Ok(())
     }
 
@@ -227,6 +263,11 @@ impl Sessions {
             return Err(ApiError::SessionNotFound);
         }
         tracing::info!(request_id = ctx.request_id(), user_id = principal.user_id, %session_id, "session revoked");
+        self.audit
+            .event("session_revoked", ctx)
+            .user(principal.user_id)
+            .session(session_id)
+            .emit();
         Ok(())
     }
 

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use super::delivery::OtpDelivery;
-use super::mobile::masked;
 use super::unix_now;
 use crate::api::ApiError;
+use crate::audit::Audit;
 use crate::context::RequestContext;
+use crate::mobile::masked;
 use crate::store::{Purpose, Registration, StoreError, UniqueField, User, UserStore};
 
 /// Whether a registration made a new account or refreshed an unverified one.
@@ -19,11 +20,16 @@ pub enum Registered {
 pub struct Signup {
     users: Arc<dyn UserStore>,
     delivery: Arc<OtpDelivery>,
+    audit: Arc<Audit>,
 }
 
 impl Signup {
-    pub fn new(users: Arc<dyn UserStore>, delivery: Arc<OtpDelivery>) -> Self {
-        Self { users, delivery }
+    pub fn new(users: Arc<dyn UserStore>, delivery: Arc<OtpDelivery>, audit: Arc<Audit>) -> Self {
+        Self {
+            users,
+            delivery,
+            audit,
+        }
     }
 
     /// Sends a registration OTP and records the details. The account row is
@@ -64,6 +70,10 @@ impl Signup {
         match saved {
             Ok(outcome) => {
                 tracing::info!(request_id = ctx.request_id(), mobile = %masked(&registration.mobile), ?outcome, "registration OTP sent");
+                self.audit
+                    .event("registered", ctx)
+                    .mobile(&registration.mobile)
+                    .emit();
                 Ok(outcome)
             }
             Err(e) => {
@@ -105,7 +115,10 @@ impl Signup {
         mobile: &str,
         otp: &str,
     ) -> Result<(), ApiError> {
-        let consumed = self.delivery.consume(Purpose::Register, mobile, otp).await;
+        let consumed = self
+            .delivery
+            .consume(ctx, Purpose::Register, mobile, otp)
+            .await;
         if let Err(ApiError::OtpExpired) = consumed {
             // No live OTP: say why, as an account that is missing or verified.
             let user = self.user(mobile).await?;
@@ -122,6 +135,7 @@ impl Signup {
             return Err(ApiError::AlreadyVerified);
         }
         tracing::info!(request_id = ctx.request_id(), mobile = %masked(mobile), "account verified");
+        self.audit.event("verified", ctx).mobile(mobile).emit();
         Ok(())
     }
 

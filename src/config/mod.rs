@@ -18,6 +18,7 @@ use http::HeaderName;
 pub use env::Env;
 
 use crate::keys::{KeyAlgorithm, KeyMaterial};
+use crate::store::{Lockout, Rate};
 
 /// A configuration error and the key it is about (`routes[2].upstreams[0]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +77,24 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub auth: AuthConfig,
     pub session: SessionConfig,
+    pub limits: LimitsConfig,
     pub routes: Vec<RouteConfig>,
+}
+
+/// `limits`: every list may be empty (no limit).
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    pub sms_per_mobile: Vec<Rate>,
+    pub sms_per_ip: Vec<Rate>,
+    /// Per E.164 calling code.
+    pub sms_per_country: Vec<Rate>,
+    pub sms_global: Vec<Rate>,
+    /// OTP checks from one client IP, right or wrong.
+    pub verify_per_ip: Vec<Rate>,
+    /// `None` when `lockout.burned` is 0.
+    pub lockout: Option<Lockout>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +136,23 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// HTTPS on `listen` (TLS 1.2 and 1.3, ALPN h2 and http/1.1).
     pub tls: Option<TlsConfig>,
+    pub environment: Environment,
+    /// Where security events go, one JSON object per line.
+    pub audit_log: AuditLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    /// Refuses what only belongs in development (`otp.test_numbers`).
+    Production,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditLog {
+    Off,
+    Stderr,
+    File(PathBuf),
 }
 
 /// The listener's certificate files, checked at load.
@@ -167,6 +202,10 @@ pub struct OtpConfig {
     pub max_attempts: u32,
     /// `+` and 1-4 digits, prefixed to numbers given without `+`.
     pub default_country_code: Option<String>,
+    /// Calling codes a mobile must have; empty allows every number.
+    pub allowed_country_codes: Vec<u16>,
+    /// Normalized mobile -> its fixed OTP; nothing is ever sent to them.
+    pub test_numbers: std::collections::HashMap<String, Secret>,
 }
 
 #[derive(Debug, Clone)]

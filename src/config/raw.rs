@@ -15,7 +15,59 @@ pub struct RawConfig {
     pub jwt: RawJwt,
     pub auth: RawAuth,
     pub session: RawSession,
+    pub limits: RawLimits,
     pub routes: Vec<RawRoute>,
+}
+
+/// `limits`: each list of `COUNT/WINDOW` may be empty (no limit).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub sms_per_mobile: Vec<String>,
+    pub sms_per_ip: Vec<String>,
+    pub sms_per_country: Vec<String>,
+    pub sms_global: Vec<String>,
+    pub verify_per_ip: Vec<String>,
+    pub lockout: RawLockout,
+    pub trusted_proxies: Vec<String>,
+}
+
+/// The defaults hold behind a load balancer: without `trusted_proxies` every
+/// client has the balancer's IP, so the per-IP limits are off until set.
+impl Default for RawLimits {
+    fn default() -> Self {
+        let rates = |list: &[&str]| list.iter().map(|r| (*r).to_owned()).collect();
+        Self {
+            sms_per_mobile: rates(&["5/1h", "10/24h"]),
+            sms_per_ip: Vec::new(),
+            sms_per_country: rates(&["1000/1h"]),
+            sms_global: rates(&["10000/24h"]),
+            verify_per_ip: Vec::new(),
+            lockout: RawLockout::default(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLockout {
+    #[serde(deserialize_with = "lenient")]
+    pub burned: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+impl Default for RawLockout {
+    fn default() -> Self {
+        Self {
+            burned: 3,
+            window: Duration::from_secs(3600),
+            duration: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +114,8 @@ pub struct RawServer {
     #[serde(deserialize_with = "lenient")]
     pub reuse_port: bool,
     pub tls: Option<RawTls>,
+    pub environment: String,
+    pub audit_log: String,
 }
 
 /// `server.tls`: when set, `listen` serves HTTPS only.
@@ -85,6 +139,8 @@ impl Default for RawServer {
             body_timeout: Duration::from_secs(10),
             reuse_port: false,
             tls: None,
+            environment: "development".into(),
+            audit_log: String::new(),
         }
     }
 }
@@ -135,6 +191,8 @@ pub struct RawOtp {
     #[serde(deserialize_with = "lenient")]
     pub max_attempts: u32,
     pub default_country_code: String,
+    pub allowed_country_codes: Vec<String>,
+    pub test_numbers: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RawOtp {
@@ -145,6 +203,8 @@ impl Default for RawOtp {
             cooldown: Duration::from_secs(30),
             max_attempts: 5,
             default_country_code: String::new(),
+            allowed_country_codes: Vec::new(),
+            test_numbers: Default::default(),
         }
     }
 }

@@ -289,3 +289,134 @@ fn identity_headers_differing_only_by_underscore_are_one_header() {
     let err = parse_err("auth: { identity_headers: { user_id: X-User-Id, mobile: X_User_Id } }\n");
     assert_eq!(err.path, "auth.identity_headers.mobile");
 }
+
+#[test]
+fn the_spec_limits_example_parses() {
+    let yaml = r#"
+jwt: { secret: "${SECRET_KEY}" }
+limits:
+  sms_per_mobile: ["5/1h", "10/24h"]
+  sms_per_ip: ["20/1h"]
+  sms_per_country: ["1000/1h"]
+  sms_global: ["10000/24h"]
+  verify_per_ip: ["100/1h"]
+  lockout: { burned: 3, window: 1h, duration: 1h }
+  trusted_proxies: ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+otp:
+  allowed_country_codes: ["+1", "44"]
+  test_numbers: { "+15550000001": "123456" }
+server: { environment: development, audit_log: stderr }
+"#;
+    let config = parse(yaml, &env()).unwrap();
+    let l = &config.limits;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(
+        l.sms_per_mobile,
+        vec![
+            Rate {
+                count: 5,
+                window: hour
+            },
+            Rate {
+                count: 10,
+                window: 24 * hour
+            }
+        ]
+    );
+    assert_eq!(l.verify_per_ip[0].count, 100);
+    assert_eq!(
+        l.lockout,
+        Some(Lockout {
+            burned: 3,
+            window: hour,
+            duration: hour
+        })
+    );
+    let trusted: Vec<String> = l.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    assert_eq!(config.otp.allowed_country_codes, [1, 44]);
+    assert_eq!(config.otp.test_numbers["+15550000001"].expose(), "123456");
+    assert_eq!(config.server.audit_log, AuditLog::Stderr);
+}
+
+#[test]
+fn limit_defaults_are_safe_behind_a_load_balancer() {
+    let config = parse("jwt: { secret: \"${SECRET_KEY}\" }", &env()).unwrap();
+    let l = &config.limits;
+    // Per-IP limits see only the balancer's IP until trusted_proxies is set.
+    assert!(l.sms_per_ip.is_empty() && l.verify_per_ip.is_empty());
+    assert!(l.trusted_proxies.is_empty());
+    assert_eq!(l.sms_per_mobile.len(), 2);
+    assert_eq!(l.sms_per_country.len(), 1);
+    assert_eq!(l.sms_global.len(), 1);
+    assert_eq!(l.lockout.map(|l| l.burned), Some(3));
+    assert_eq!(config.server.environment, Environment::Development);
+    assert_eq!(config.server.audit_log, AuditLog::Off);
+    // Empty lists and burned 0 turn limits off.
+    let off = parse(
+        "jwt: { secret: \"${SECRET_KEY}\" }\nlimits: { sms_per_mobile: [], sms_global: [], lockout: { burned: 0 } }",
+        &env(),
+    )
+    .unwrap();
+    assert!(off.limits.sms_per_mobile.is_empty() && off.limits.sms_global.is_empty());
+    assert_eq!(off.limits.lockout, None);
+}
+
+#[test]
+fn bad_limits_name_their_key() {
+    for (yaml, path) in [
+        (
+            "limits: { sms_per_mobile: [\"5\"] }",
+            "limits.sms_per_mobile[0]",
+        ),
+        ("limits: { sms_per_ip: [\"0/1h\"] }", "limits.sms_per_ip[0]"),
+        (
+            "limits: { sms_global: [\"5/1h\", \"5/0s\"] }",
+            "limits.sms_global[1]",
+        ),
+        (
+            "limits: { verify_per_ip: [\"x/1h\"] }",
+            "limits.verify_per_ip[0]",
+        ),
+        (
+            "limits: { lockout: { window: 0s } }",
+            "limits.lockout.window",
+        ),
+        (
+            "limits: { trusted_proxies: [\"10.0.0.0/33\"] }",
+            "limits.trusted_proxies[0]",
+        ),
+        (
+            "otp: { allowed_country_codes: [\"+0\"] }",
+            "otp.allowed_country_codes[0]",
+        ),
+        (
+            "otp: { allowed_country_codes: [\"+1234\"] }",
+            "otp.allowed_country_codes[0]",
+        ),
+        (
+            "otp: { test_numbers: { \"5550000001\": \"123456\" } }",
+            "otp.test_numbers.\"5550000001\"",
+        ),
+        (
+            "otp: { test_numbers: { \"+15550000001\": \"12345\" } }",
+            "otp.test_numbers.\"+15550000001\"",
+        ),
+        ("server: { environment: staging }", "server.environment"),
+    ] {
+        let e = parse_err(&format!("jwt: {{ secret: \"${{SECRET_KEY}}\" }}\n{yaml}"));
+        assert_eq!(e.path, path, "{yaml}: {e}");
+    }
+}
+
+#[test]
+fn production_refuses_test_numbers() {
+    let yaml = "jwt: { secret: \"${SECRET_KEY}\" }\nserver: { environment: production }\n";
+    assert!(parse(yaml, &env()).is_ok());
+    let e = parse_err(&format!(
+        "{yaml}otp: {{ test_numbers: {{ \"+15550000001\": \"123456\" }} }}"
+    ));
+    assert_eq!(e.path, "otp.test_numbers");
+    // The fixed OTP is not in the message.
+    assert!(!e.to_string().contains("123456"), "{e}");
+}

@@ -27,6 +27,13 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
     let jwt = jwt(&raw)?;
     let auth = auth(&raw)?;
     let session = session(&raw)?;
+    let limits = limits(&raw.limits)?;
+    if server.environment == Environment::Production && !otp.test_numbers.is_empty() {
+        return err(
+            "otp.test_numbers",
+            "must be empty with server.environment production: test numbers get fixed OTPs",
+        );
+    }
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
@@ -59,7 +66,72 @@ pub fn validate(raw: RawConfig) -> Result<Config> {
         jwt,
         auth,
         session,
+        limits,
         routes,
+    })
+}
+
+/// `COUNT/WINDOW`, e.g. `5/1h`: at most COUNT in any WINDOW.
+fn rate(path: &str, text: &str) -> Result<Rate> {
+    let parsed = text.split_once('/').and_then(|(count, window)| {
+        let count: u32 = count.trim().parse().ok()?;
+        let window = humantime::parse_duration(window.trim()).ok()?;
+        Some(Rate { count, window })
+    });
+    match parsed {
+        Some(rate) if rate.count >= 1 && rate.window >= Duration::from_secs(1) => Ok(rate),
+        _ => err(
+            path,
+            format!(
+                "expected COUNT/WINDOW like \"5/1h\" (COUNT at least 1, WINDOW at least 1s), got {text:?}"
+            ),
+        ),
+    }
+}
+
+fn rates(path: &str, list: &[String]) -> Result<Vec<Rate>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| rate(&format!("{path}[{i}]"), text))
+        .collect()
+}
+
+fn limits(l: &super::raw::RawLimits) -> Result<LimitsConfig> {
+    let lockout = &l.lockout;
+    let lockout = if lockout.burned == 0 {
+        None
+    } else {
+        Some(Lockout {
+            burned: lockout.burned,
+            window: positive("limits.lockout.window", lockout.window)?,
+            duration: positive("limits.lockout.duration", lockout.duration)?,
+        })
+    };
+    let trusted_proxies = l
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = text.trim();
+            // A bare address is a network of one.
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .or_else(|_| {
+                    err(
+                        format!("limits.trusted_proxies[{i}]"),
+                        format!("expected a CIDR like 10.0.0.0/8 or an address, got {text:?}"),
+                    )
+                })
+        })
+        .collect::<Result<_>>()?;
+    Ok(LimitsConfig {
+        sms_per_mobile: rates("limits.sms_per_mobile", &l.sms_per_mobile)?,
+        sms_per_ip: rates("limits.sms_per_ip", &l.sms_per_ip)?,
+        sms_per_country: rates("limits.sms_per_country", &l.sms_per_country)?,
+        sms_global: rates("limits.sms_global", &l.sms_global)?,
+        verify_per_ip: rates("limits.verify_per_ip", &l.verify_per_ip)?,
+        lockout,
+        trusted_proxies,
     })
 }
 
@@ -137,6 +209,21 @@ fn server(raw: &RawConfig) -> Result<ServerConfig> {
         header_timeout: positive("server.header_timeout", s.header_timeout)?,
         body_timeout: positive("server.body_timeout", s.body_timeout)?,
         reuse_port: s.reuse_port,
+        environment: match s.environment.as_str() {
+            "development" => Environment::Development,
+            "production" => Environment::Production,
+            other => {
+                return err(
+                    "server.environment",
+                    format!("expected development or production, got {other:?}"),
+                );
+            }
+        },
+        audit_log: match s.audit_log.trim() {
+            "" => AuditLog::Off,
+            "stderr" => AuditLog::Stderr,
+            file => AuditLog::File(PathBuf::from(file)),
+        },
         tls: match &s.tls {
             None => None,
             Some(tls) => {
@@ -241,12 +328,57 @@ fn otp(raw: &RawConfig) -> Result<OtpConfig> {
         }
         Some(format!("+{digits}"))
     };
+    let allowed_country_codes = o
+        .allowed_country_codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            let code = code.trim();
+            let digits = code.strip_prefix('+').unwrap_or(code);
+            match digits.parse::<u16>() {
+                Ok(value) if (1..=3).contains(&digits.len()) && !digits.starts_with('0') => {
+                    Ok(value)
+                }
+                _ => err(
+                    format!("otp.allowed_country_codes[{i}]"),
+                    format!("expected a calling code like \"+44\", got {code:?}"),
+                ),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut test_numbers = std::collections::HashMap::new();
+    for (number, otp) in &o.test_numbers {
+        let path = format!("otp.test_numbers.{number:?}");
+        let mobile = crate::mobile::normalize(number, default_country_code.as_deref())
+            .ok()
+            .filter(|m| m.starts_with('+'))
+            .map_or_else(
+                || {
+                    err(
+                        &path,
+                        "expected an international number like \"+15550000001\"",
+                    )
+                },
+                Ok,
+            )?;
+        if otp.len() != o.length || !otp.bytes().all(|b| b.is_ascii_digit()) {
+            return err(
+                &path,
+                format!("its OTP must be {} digits (otp.length)", o.length),
+            );
+        }
+        if test_numbers.insert(mobile, Secret::new(otp)).is_some() {
+            return err(&path, "is the same number as another test number");
+        }
+    }
     Ok(OtpConfig {
         length: o.length,
         ttl: o.ttl,
         cooldown: o.cooldown,
         max_attempts: o.max_attempts,
         default_country_code,
+        allowed_country_codes,
+        test_numbers,
     })
 }
 

@@ -25,7 +25,7 @@ use super::slow_clients::DeadlineStream;
 use super::snapshot::{Live, Route, Snapshot};
 use crate::api::ApiError;
 use crate::auth::AuthServices;
-use crate::auth::access::{Principal, Requirement};
+use crate::auth::access::{Principal, Rejection, Requirement};
 use crate::auth::endpoints::{self, AuthRequest, Body, EndpointSpec, Lookup, MAX_BODY_BYTES};
 use crate::config::AuthMode;
 use crate::context::{RequestContext, RequestIds};
@@ -64,6 +64,18 @@ pub struct RequestCtx {
 }
 
 impl Gateway {
+    /// A refused token, in the audit log when one was presented.
+    fn rejected(&self, context: &RequestContext, rejection: Rejection) -> ApiError {
+        if rejection != Rejection::Missing {
+            self.auth
+                .audit
+                .event("token_rejected", context)
+                .detail("reason", rejection.reason())
+                .emit();
+        }
+        rejection.into()
+    }
+
     /// Serves an auth endpoint on the auth runtime and writes its reply.
     async fn serve_auth(
         &self,
@@ -89,7 +101,8 @@ impl Gateway {
         let principal = if spec.bearer {
             self.auth
                 .access
-                .check(&header.headers, Requirement::Required)?
+                .check(&header.headers, Requirement::Required)
+                .map_err(|rejection| self.rejected(&context, rejection))?
         } else {
             None
         };
@@ -236,12 +249,16 @@ impl ProxyHttp for Gateway {
         if let Some(stream) = DeadlineStream::of(session.as_downstream().stream()) {
             stream.headers_received();
         }
+        let snapshot = self.live.load_full();
+        let headers = &session.req_header().headers;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let context = RequestContext {
-            client_ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            request_id: self.request_ids.for_request(&session.req_header().headers),
+            peer,
+            client_ip: peer.map(|peer| snapshot.trusted_proxies.client_ip(peer, headers)),
+            request_id: self.request_ids.for_request(headers),
         };
         ctx.context = Some(context.clone());
         // One path for routing and for the upstream: the normalised one.
@@ -254,7 +271,6 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         };
-        let snapshot = self.live.load_full();
         ctx.snapshot = Some(Arc::clone(&snapshot));
         let header = session.req_header();
         let path = ctx.path.as_deref().unwrap_or(header.uri.path());
@@ -288,7 +304,11 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Err(rejection) => {
-                send_error(session, &rejection.into()).await?;
+                let error = match &ctx.context {
+                    Some(context) => self.rejected(context, rejection),
+                    None => rejection.into(),
+                };
+                send_error(session, &error).await?;
                 Ok(true)
             }
         }
@@ -382,7 +402,7 @@ impl ProxyHttp for Gateway {
             if upstream_request.headers.get("x-request-id") != Some(&context.request_id) {
                 upstream_request.insert_header("x-request-id", context.request_id.clone())?;
             }
-            if let Some(ip) = context.client_ip {
+            if let Some(ip) = context.peer {
                 headers::append_forwarded_for(upstream_request, ip)?;
             }
         }

@@ -4,6 +4,7 @@
 //! (a reload) never changes a request half way; the health checks follow
 //! whatever snapshot is current.
 
+use crate::limits::TrustedProxies;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -122,6 +123,8 @@ pub struct Snapshot {
     pub router: Router<Arc<Route>>,
     pub endpoints: EndpointTable,
     pub identity: IdentityHeaderNames,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Snapshot {
@@ -138,6 +141,7 @@ impl Snapshot {
             router: Router::new(routes),
             endpoints: EndpointTable::new(&config.auth.path_prefix),
             identity: config.auth.identity_headers.clone(),
+            trusted_proxies: TrustedProxies::new(config.limits.trusted_proxies.clone()),
         })
     }
 }

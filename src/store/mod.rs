@@ -1,11 +1,13 @@
 //! Storage: one small trait per concern, each with an implementation per
 //! backend. `UserStore` keeps accounts (SQLite or MySQL); `OtpStore` keeps
-//! OTP digests, attempt counters and cooldowns with real expiry (in process
-//! or Redis). A backend opens its connections once (`backend`) and every
-//! store of it shares them. The store never knows about HTTP; the auth
+//! OTP digests, attempt counters, cooldowns and lockouts with real expiry (in
+//! process or Redis); `CounterStore` keeps the abuse limits' rate counters.
+//! A backend opens its connections once (`backend`) and every store of it
+//! shares them. The store never knows about HTTP; the auth
 //! services never know which backend they talk to.
 
 pub mod backend;
+pub mod counters;
 pub mod keys;
 pub mod migrations;
 pub mod otps;
@@ -22,9 +24,12 @@ use self::backend::mysql::MysqlDb;
 use self::backend::redis::RedisConn;
 use self::backend::sqlite::SqliteDb;
 
+pub use counters::{
+    Bucket, CounterStore, MemoryCounterStore, Rate, RedisCounterStore, Taken, Ticket,
+};
 pub use otps::{
-    IssueOutcome, MemoryOtpStore, OtpDigest, OtpLimits, OtpStore, Purpose, RedisOtpStore,
-    VerifyOutcome,
+    IssueOutcome, Lockout, MemoryOtpStore, OtpDigest, OtpLimits, OtpStore, Purpose, RedisOtpStore,
+    SmsCount, VerifyOutcome,
 };
 pub use revocation::{LocalFeed, RedisFeed, RevocationFeed};
 pub use sessions::{
@@ -80,6 +85,7 @@ pub async fn within<T, E: std::fmt::Display>(
 pub struct Storage {
     pub users: Arc<dyn UserStore>,
     pub otps: Arc<dyn OtpStore>,
+    pub counters: Arc<dyn CounterStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub revocations: Arc<dyn RevocationFeed>,
 }
@@ -114,6 +120,7 @@ impl Storage {
                 Ok(Self {
                     users: Arc::new(SqliteUserStore::new(db.clone())),
                     otps: Arc::new(MemoryOtpStore::new()),
+                    counters: Arc::new(MemoryCounterStore::new()),
                     sessions: Arc::new(SqliteSessionStore::new(db)),
                     revocations: Arc::new(LocalFeed),
                 })
@@ -135,6 +142,7 @@ impl Storage {
                 Ok(Self {
                     users: Arc::new(MysqlUserStore::new(db.clone())),
                     otps: Arc::new(RedisOtpStore::new(redis.clone(), redis_key_prefix)),
+                    counters: Arc::new(RedisCounterStore::new(redis.clone(), redis_key_prefix)),
                     sessions: Arc::new(MysqlSessionStore::new(db)),
                     revocations: Arc::new(RedisFeed::new(redis, channel)),
                 })

@@ -518,7 +518,12 @@ async fn registration_rules(store: Store) {
 
 /// Wrong OTPs, burning, single use, purpose binding, wrong lengths.
 async fn otp_rules(store: Store) {
-    let gw = gateway(store, "otp: { cooldown: 0s, max_attempts: 3 }\n").await;
+    // Many OTPs to one number: its SMS limit would be in the way.
+    let gw = gateway(
+        store,
+        "otp: { cooldown: 0s, max_attempts: 3 }\nlimits: { sms_per_mobile: [] }\n",
+    )
+    .await;
     let mobile = "+15550100301";
 
     // max_attempts (3) wrong guesses burn the OTP; wrong lengths are wrong guesses.

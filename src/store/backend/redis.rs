@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation};
 
 use crate::store::{StoreError, StoreResult, within};
 
@@ -56,6 +56,12 @@ impl RedisConn {
     pub async fn query<T: FromRedisValue>(&self, what: &str, cmd: &Cmd) -> StoreResult<T> {
         let mut conn = self.conn.clone();
         within(self.timeout, what, cmd.query_async(&mut conn)).await
+    }
+
+    /// Runs a pipeline: its commands in one round trip, not atomically.
+    pub async fn pipeline<T: FromRedisValue>(&self, what: &str, pipe: &Pipeline) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        within(self.timeout, what, pipe.query_async(&mut conn)).await
     }
 
     /// A connection of its own, subscribed to `channel`: its messages'

@@ -2,15 +2,19 @@
 //! expiry. One mutex makes every operation atomic; no call awaits while
 //! holding it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
-use super::{IssueOutcome, OtpDigest, OtpLimits, OtpStore, Purpose, VerifyOutcome};
+use super::{
+    IssueOutcome, Lockout, OtpDigest, OtpLimits, OtpStore, Purpose, SmsCount, VerifyOutcome,
+};
 use crate::store::StoreResult;
+use crate::store::Ticket;
+use crate::store::backend::memory::Guarded;
+use crate::store::counters::memory::Log;
 use crate::store::keys::Keys;
 
 /// How often expired entries are swept out (they are ignored before that).
@@ -26,36 +30,67 @@ struct LiveOtp {
 struct State {
     otps: HashMap<String, LiveOtp>,
     cooldowns: HashMap<String, Instant>,
+    /// Until when a mobile is locked out, by lockout key.
+    lockouts: HashMap<String, Instant>,
+    /// When each of a mobile's recent burns leaves the lockout window, oldest first.
+    burns: HashMap<String, VecDeque<Instant>>,
+    /// The SMS sent to each mobile, for its own rates.
+    sent: HashMap<String, Log>,
     next_sweep: Option<Instant>,
 }
 
 impl State {
+    /// How long `mobile`'s lockout still runs, if one does.
+    fn locked_out(&self, key: &str, now: Instant) -> Option<Duration> {
+        self.lockouts
+            .get(key)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Records a burn; true when it starts a lockout.
+    fn burned(&mut self, mobile_keys: (String, String), lockout: &Lockout, now: Instant) -> bool {
+        let (burns_key, lockout_key) = mobile_keys;
+        // Each entry is the instant its burn leaves the window.
+        let burns = self.burns.entry(burns_key.clone()).or_default();
+        burns.retain(|leaves| *leaves > now);
+        burns.push_back(now + lockout.window);
+        if burns.len() < lockout.burned as usize {
+            return false;
+        }
+        self.burns.remove(&burns_key);
+        self.lockouts.insert(lockout_key, now + lockout.duration);
+        true
+    }
+
     fn sweep(&mut self, now: Instant) {
         if self.next_sweep.is_some_and(|at| now < at) {
             return;
         }
         self.otps.retain(|_, otp| otp.expires_at > now);
         self.cooldowns.retain(|_, until| *until > now);
+        self.lockouts.retain(|_, until| *until > now);
+        self.burns
+            .retain(|_, burns| burns.back().is_some_and(|last| *last > now));
+        self.sent.retain(|_, log| {
+            log.trim(now);
+            !log.is_empty()
+        });
         self.next_sweep = Some(now + SWEEP_EVERY);
     }
 }
 
 pub struct MemoryOtpStore {
     keys: Keys,
-    state: Mutex<State>,
+    state: Guarded<State>,
 }
 
 impl MemoryOtpStore {
     pub fn new() -> Self {
         Self {
             keys: Keys::new(""),
-            state: Mutex::new(State::default()),
+            state: Guarded::default(),
         }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave the maps half-updated: recover them.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -73,15 +108,30 @@ impl OtpStore for MemoryOtpStore {
         mobile: &str,
         digest: &OtpDigest,
         limits: &OtpLimits,
+        sms: SmsCount<'_>,
     ) -> StoreResult<IssueOutcome> {
         let now = Instant::now();
         let cooldown_key = self.keys.cooldown(purpose, mobile);
-        let mut state = self.state();
+        let mut state = self.state.lock();
         state.sweep(now);
+        if let Some(retry_after) = state.locked_out(&self.keys.lockout(mobile), now) {
+            return Ok(IssueOutcome::LockedOut { retry_after });
+        }
         if let Some(until) = state.cooldowns.get(&cooldown_key).filter(|u| **u > now) {
             return Ok(IssueOutcome::Cooldown {
                 retry_after: *until - now,
             });
+        }
+        if !sms.rates.is_empty() {
+            let log = state
+                .sent
+                .entry(self.keys.sms_sent(mobile))
+                .or_insert_with(|| Log::new(Duration::ZERO));
+            let retry_after = log.room(sms.rates, now);
+            if !retry_after.is_zero() {
+                return Ok(IssueOutcome::MobileLimit { retry_after });
+            }
+            log.push(now, sms.ticket);
         }
         if !limits.cooldown.is_zero() {
             state.cooldowns.insert(cooldown_key, now + limits.cooldown);
@@ -97,9 +147,15 @@ impl OtpStore for MemoryOtpStore {
         Ok(IssueOutcome::Issued)
     }
 
-    async fn revoke(&self, purpose: Purpose, mobile: &str, digest: &OtpDigest) -> StoreResult<()> {
+    async fn revoke(
+        &self,
+        purpose: Purpose,
+        mobile: &str,
+        digest: &OtpDigest,
+        ticket: &Ticket,
+    ) -> StoreResult<()> {
         let key = self.keys.otp(purpose, mobile);
-        let mut state = self.state();
+        let mut state = self.state.lock();
         if state
             .otps
             .get(&key)
@@ -107,6 +163,9 @@ impl OtpStore for MemoryOtpStore {
         {
             state.otps.remove(&key);
             state.cooldowns.remove(&self.keys.cooldown(purpose, mobile));
+        }
+        if let Some(log) = state.sent.get_mut(&self.keys.sms_sent(mobile)) {
+            log.remove(ticket);
         }
         Ok(())
     }
@@ -120,7 +179,10 @@ impl OtpStore for MemoryOtpStore {
     ) -> StoreResult<VerifyOutcome> {
         let now = Instant::now();
         let key = self.keys.otp(purpose, mobile);
-        let mut state = self.state();
+        let mut state = self.state.lock();
+        if let Some(retry_after) = state.locked_out(&self.keys.lockout(mobile), now) {
+            return Ok(VerifyOutcome::LockedOut { retry_after });
+        }
         let Some(otp) = state.otps.get_mut(&key).filter(|otp| otp.expires_at > now) else {
             state.otps.remove(&key);
             return Ok(VerifyOutcome::Missing);
@@ -130,14 +192,19 @@ impl OtpStore for MemoryOtpStore {
             return Ok(VerifyOutcome::Valid);
         }
         otp.failed_attempts += 1;
-        if otp.failed_attempts >= limits.max_attempts {
-            state.otps.remove(&key);
+        if otp.failed_attempts < limits.max_attempts {
+            return Ok(VerifyOutcome::Invalid);
         }
-        Ok(VerifyOutcome::Invalid)
+        state.otps.remove(&key);
+        let locked = limits.lockout.is_some_and(|lockout| {
+            let keys = (self.keys.burns(mobile), self.keys.lockout(mobile));
+            state.burned(keys, &lockout, now)
+        });
+        Ok(VerifyOutcome::Burned { locked })
     }
 
     async fn forget(&self, mobile: &str) -> StoreResult<()> {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         for purpose in Purpose::ALL {
             state.otps.remove(&self.keys.otp(purpose, mobile));
             state.cooldowns.remove(&self.keys.cooldown(purpose, mobile));
@@ -147,7 +214,7 @@ impl OtpStore for MemoryOtpStore {
 
     async fn is_live(&self, purpose: Purpose, mobile: &str) -> StoreResult<bool> {
         let now = Instant::now();
-        let state = self.state();
+        let state = self.state.lock();
         Ok(state
             .otps
             .get(&self.keys.otp(purpose, mobile))

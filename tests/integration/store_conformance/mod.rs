@@ -8,6 +8,7 @@
 //! OTPGATE_TEST_REDIS_URL: unset, they fail (or are skipped with
 //! OTPGATE_TEST_SKIP_MYSQL_REDIS=1); set, an unreachable service fails them.
 
+mod counters;
 mod otps;
 mod redis_keys;
 mod sessions;
@@ -21,8 +22,8 @@ use crate::common::{TestDatabase, check_redis, mysql_redis_urls, unique};
 use otpgate::config::{Secret, StorageBackend, StorageConfig};
 use otpgate::store::keys::Keys;
 use otpgate::store::{
-    IssueOutcome, OtpDigest, OtpLimits, Purpose, Registration, Storage, StoreError, UniqueField,
-    VerifyOutcome,
+    IssueOutcome, OtpDigest, OtpLimits, Purpose, Registration, SmsCount, Storage, StoreError,
+    Ticket, UniqueField, VerifyOutcome,
 };
 
 /// A fixed "now" for user writes (unix seconds), so round trips are exact.
@@ -148,6 +149,7 @@ fn limits(ttl: Duration, cooldown: Duration, max_attempts: u32) -> OtpLimits {
         ttl,
         cooldown,
         max_attempts,
+        lockout: None,
     }
 }
 
@@ -192,9 +194,13 @@ impl Backend {
         d: &OtpDigest,
         l: &OtpLimits,
     ) -> IssueOutcome {
+        let sms = SmsCount {
+            rates: &[],
+            ticket: &Ticket::new(),
+        };
         self.storage
             .otps
-            .issue(purpose, mobile, d, l)
+            .issue(purpose, mobile, d, l, sms)
             .await
             .unwrap_or_else(|e| panic!("[{}] issue: {e}", self.name))
     }
@@ -216,7 +222,7 @@ impl Backend {
     async fn revoke(&self, purpose: Purpose, mobile: &str, d: &OtpDigest) {
         self.storage
             .otps
-            .revoke(purpose, mobile, d)
+            .revoke(purpose, mobile, d, &Ticket::new())
             .await
             .unwrap_or_else(|e| panic!("[{}] revoke: {e}", self.name))
     }

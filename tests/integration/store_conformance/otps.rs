@@ -1,6 +1,7 @@
 //! `OtpStore`: OTP state in process and on Redis.
 
 use super::*;
+use otpgate::store::Rate;
 
 conformance!(
     issued_otp_verifies_once,
@@ -19,6 +20,13 @@ conformance!(
     concurrent_issues_send_exactly_one,
     zero_digest_never_matches_a_missing_otp,
     is_live_follows_the_otp,
+    burned_otps_lock_the_mobile_out,
+    a_lockout_ends_after_its_duration,
+    burns_outside_the_window_do_not_lock,
+    issue_counts_against_the_mobile_rates,
+    a_refused_repeat_uses_none_of_the_allowance,
+    revoke_gives_the_sms_count_back,
+    concurrent_issues_never_exceed_the_mobile_rate,
 );
 
 async fn issued_otp_verifies_once(b: &Backend) {
@@ -88,14 +96,19 @@ async fn max_attempts_wrong_guesses_burn_the_otp(b: &Backend) {
         b.name
     );
 
-    // max_attempts wrong guesses burn it: all three report Invalid, then
+    // max_attempts wrong guesses burn it: the last reports the burn, then
     // nothing is live, not even for the right digest.
     let m = "+15550000002";
     b.issued(Purpose::Login, m, &digest(1), &l).await;
     for i in 1..=3 {
+        let expected = if i < 3 {
+            VerifyOutcome::Invalid
+        } else {
+            VerifyOutcome::Burned { locked: false }
+        };
         assert_eq!(
             b.verify(Purpose::Login, m, &digest(9), &l).await,
-            VerifyOutcome::Invalid,
+            expected,
             "[{}] wrong guess {i}",
             b.name
         );
@@ -175,7 +188,7 @@ async fn cooldown_refuses_a_second_issue(b: &Backend) {
             "[{}] retry_after {retry_after:?}",
             b.name
         ),
-        IssueOutcome::Issued => panic!("[{}] issued within the cooldown", b.name),
+        other => panic!("[{}] {other:?} within the cooldown", b.name),
     }
     // The refused issue did not replace the live OTP.
     assert_eq!(
@@ -217,6 +230,7 @@ async fn cooldown_lapses(b: &Backend) {
                 assert!(retry_after <= cooldown, "retry_after {retry_after:?}");
                 None
             }
+            other => panic!("{other:?}"),
         }
     })
     .await;
@@ -285,7 +299,7 @@ async fn otp_expires_after_ttl(b: &Backend) {
         match b.verify(Purpose::Login, m, &digest(9), &l).await {
             VerifyOutcome::Missing => Some(()),
             VerifyOutcome::Invalid => None,
-            VerifyOutcome::Valid => panic!("a wrong digest matched"),
+            other => panic!("a wrong digest gave {other:?}"),
         }
     })
     .await;
@@ -402,17 +416,14 @@ async fn concurrent_wrong_verifies_burn_at_exactly_max_attempts(b: &Backend) {
         .into_iter()
         .map(|o| o.unwrap_or_else(|e| panic!("verify: {e}")))
         .collect();
-    let invalid = outcomes
-        .iter()
-        .filter(|o| **o == VerifyOutcome::Invalid)
-        .count();
-    let missing = outcomes
-        .iter()
-        .filter(|o| **o == VerifyOutcome::Missing)
-        .count();
+    let count = |outcome: VerifyOutcome| outcomes.iter().filter(|o| **o == outcome).count();
     assert_eq!(
-        (invalid, missing),
-        (5, 15),
+        (
+            count(VerifyOutcome::Invalid),
+            count(VerifyOutcome::Burned { locked: false }),
+            count(VerifyOutcome::Missing)
+        ),
+        (4, 1, 15),
         "[{}] every attempt must be counted exactly once: {outcomes:?}",
         b.name
     );
@@ -431,7 +442,13 @@ async fn concurrent_issues_send_exactly_one(b: &Backend) {
     let outcomes = race(20, |i| {
         let otps = Arc::clone(&b.storage.otps);
         let d = digest(u8::try_from(i).unwrap() + 1);
-        async move { (i, otps.issue(Purpose::Register, m, &d, &l).await) }
+        async move {
+            let sms = SmsCount {
+                rates: &[],
+                ticket: &Ticket::new(),
+            };
+            (i, otps.issue(Purpose::Register, m, &d, &l, sms).await)
+        }
     })
     .await;
     let mut winners = Vec::new();
@@ -443,6 +460,7 @@ async fn concurrent_issues_send_exactly_one(b: &Backend) {
                 "[{}] retry_after {retry_after:?}",
                 b.name
             ),
+            other => panic!("[{}] {other:?}", b.name),
         }
     }
     assert_eq!(winners.len(), 1, "[{}] issued by {winners:?}", b.name);
@@ -526,4 +544,237 @@ async fn is_live_follows_the_otp(b: &Backend) {
         (!otps.is_live(Purpose::Register, m).await.unwrap()).then_some(())
     })
     .await;
+}
+
+fn with_lockout(burned: u32, window: Duration, duration: Duration) -> OtpLimits {
+    OtpLimits {
+        lockout: Some(otpgate::store::Lockout {
+            burned,
+            window,
+            duration,
+        }),
+        // One wrong guess burns an OTP.
+        ..limits(secs(60), Duration::ZERO, 1)
+    }
+}
+
+/// Issues an OTP for `m` and burns it with a wrong guess.
+async fn burn(b: &Backend, purpose: Purpose, m: &str, l: &OtpLimits) -> VerifyOutcome {
+    b.issued(purpose, m, &digest(1), l).await;
+    b.verify(purpose, m, &digest(9), l).await
+}
+
+async fn burned_otps_lock_the_mobile_out(b: &Backend) {
+    let l = with_lockout(2, secs(60), secs(60));
+    let m = "+15550000001";
+    assert_eq!(
+        burn(b, Purpose::Login, m, &l).await,
+        VerifyOutcome::Burned { locked: false }
+    );
+    // Burns of either purpose count for the mobile.
+    assert_eq!(
+        burn(b, Purpose::Register, m, &l).await,
+        VerifyOutcome::Burned { locked: true },
+        "[{}] the second burn within the window must lock",
+        b.name
+    );
+    for purpose in Purpose::ALL {
+        match b.issue(purpose, m, &digest(2), &l).await {
+            IssueOutcome::LockedOut { retry_after } => assert!(
+                retry_after > secs(50) && retry_after <= secs(60),
+                "[{}] retry_after {retry_after:?}",
+                b.name
+            ),
+            other => panic!("[{}] a locked mobile got {other:?}", b.name),
+        }
+        assert!(
+            matches!(
+                b.verify(purpose, m, &digest(1), &l).await,
+                VerifyOutcome::LockedOut { .. }
+            ),
+            "[{}] a locked mobile's verification was compared",
+            b.name
+        );
+    }
+    // Another mobile is not touched.
+    b.issued(Purpose::Login, "+15550000002", &digest(1), &l)
+        .await;
+}
+
+async fn a_lockout_ends_after_its_duration(b: &Backend) {
+    let duration = millis(300);
+    let l = with_lockout(1, secs(60), duration);
+    let m = "+15550000001";
+    let start = Instant::now();
+    assert_eq!(
+        burn(b, Purpose::Login, m, &l).await,
+        VerifyOutcome::Burned { locked: true }
+    );
+    poll_until("the lockout to end", || async {
+        match b.issue(Purpose::Login, m, &digest(2), &l).await {
+            IssueOutcome::Issued => Some(()),
+            IssueOutcome::LockedOut { .. } => None,
+            other => panic!("{other:?}"),
+        }
+    })
+    .await;
+    assert!(
+        start.elapsed() + millis(50) >= duration,
+        "[{}] the lockout ended early",
+        b.name
+    );
+    assert_eq!(
+        b.verify(Purpose::Login, m, &digest(2), &l).await,
+        VerifyOutcome::Valid
+    );
+}
+
+async fn burns_outside_the_window_do_not_lock(b: &Backend) {
+    let window = millis(300);
+    let l = with_lockout(2, window, secs(60));
+    let m = "+15550000001";
+    assert_eq!(
+        burn(b, Purpose::Login, m, &l).await,
+        VerifyOutcome::Burned { locked: false }
+    );
+    // The window is what is under test: let it pass.
+    tokio::time::sleep(window + millis(50)).await;
+    assert_eq!(
+        burn(b, Purpose::Login, m, &l).await,
+        VerifyOutcome::Burned { locked: false },
+        "[{}] a burn older than the window still counted",
+        b.name
+    );
+    assert_eq!(
+        burn(b, Purpose::Login, m, &l).await,
+        VerifyOutcome::Burned { locked: true }
+    );
+}
+
+impl Backend {
+    async fn issue_counted(
+        &self,
+        m: &str,
+        d: &OtpDigest,
+        l: &OtpLimits,
+        rates: &[Rate],
+        ticket: &Ticket,
+    ) -> IssueOutcome {
+        let sms = SmsCount { rates, ticket };
+        self.storage
+            .otps
+            .issue(Purpose::Login, m, d, l, sms)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] issue: {e}", self.name))
+    }
+}
+
+fn per_minute(count: u32) -> [Rate; 1] {
+    [Rate {
+        count,
+        window: secs(60),
+    }]
+}
+
+async fn issue_counts_against_the_mobile_rates(b: &Backend) {
+    let l = relaxed();
+    let rates = per_minute(2);
+    let m = "+15550000001";
+    for n in 1..=2 {
+        let issued = b
+            .issue_counted(m, &digest(n), &l, &rates, &Ticket::new())
+            .await;
+        assert_eq!(issued, IssueOutcome::Issued, "[{}] SMS {n}", b.name);
+    }
+    match b
+        .issue_counted(m, &digest(3), &l, &rates, &Ticket::new())
+        .await
+    {
+        IssueOutcome::MobileLimit { retry_after } => assert!(
+            !retry_after.is_zero() && retry_after <= secs(60),
+            "[{}] retry_after {retry_after:?}",
+            b.name
+        ),
+        other => panic!("[{}] a third SMS in the window: {other:?}", b.name),
+    }
+    // The refused issue left the live OTP alone.
+    assert_eq!(
+        b.verify(Purpose::Login, m, &digest(2), &l).await,
+        VerifyOutcome::Valid
+    );
+    let other = b
+        .issue_counted("+15550000002", &digest(1), &l, &rates, &Ticket::new())
+        .await;
+    assert_eq!(other, IssueOutcome::Issued, "[{}] another mobile", b.name);
+}
+
+async fn a_refused_repeat_uses_none_of_the_allowance(b: &Backend) {
+    let l = limits(secs(60), millis(300), 5);
+    let rates = per_minute(2);
+    let m = "+15550000001";
+    let first = b
+        .issue_counted(m, &digest(1), &l, &rates, &Ticket::new())
+        .await;
+    assert_eq!(first, IssueOutcome::Issued);
+    for _ in 0..3 {
+        assert!(matches!(
+            b.issue_counted(m, &digest(2), &l, &rates, &Ticket::new())
+                .await,
+            IssueOutcome::Cooldown { .. }
+        ));
+    }
+    // After the cooldown the second SMS of the allowance is still there.
+    poll_until("the cooldown to lapse", || async {
+        match b
+            .issue_counted(m, &digest(2), &l, &rates, &Ticket::new())
+            .await
+        {
+            IssueOutcome::Issued => Some(()),
+            IssueOutcome::Cooldown { .. } => None,
+            other => panic!("[{}] {other:?}: the refused repeats were counted", b.name),
+        }
+    })
+    .await;
+}
+
+async fn revoke_gives_the_sms_count_back(b: &Backend) {
+    let l = relaxed();
+    let rates = per_minute(1);
+    let m = "+15550000001";
+    let ticket = Ticket::new();
+    let first = b.issue_counted(m, &digest(1), &l, &rates, &ticket).await;
+    assert_eq!(first, IssueOutcome::Issued);
+    b.storage
+        .otps
+        .revoke(Purpose::Login, m, &digest(1), &ticket)
+        .await
+        .unwrap();
+    let again = b
+        .issue_counted(m, &digest(2), &l, &rates, &Ticket::new())
+        .await;
+    assert_eq!(again, IssueOutcome::Issued, "[{}] the count stayed", b.name);
+}
+
+async fn concurrent_issues_never_exceed_the_mobile_rate(b: &Backend) {
+    let l = relaxed();
+    let m = "+15550000001";
+    let outcomes = race(50, |i| {
+        let otps = Arc::clone(&b.storage.otps);
+        let d = digest(u8::try_from(i).unwrap() + 1);
+        async move {
+            let rates = per_minute(10);
+            let sms = SmsCount {
+                rates: &rates,
+                ticket: &Ticket::new(),
+            };
+            otps.issue(Purpose::Login, m, &d, &l, sms).await
+        }
+    })
+    .await;
+    let issued = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|e| panic!("issue: {e}")))
+        .filter(|o| *o == IssueOutcome::Issued)
+        .count();
+    assert_eq!(issued, 10, "[{}] 50 racing sends, a limit of 10", b.name);
 }

@@ -107,7 +107,11 @@ async fn mysql_redis_keys_live_under_prefix_and_expire() {
                 Purpose::Register,
                 "+15550000001",
                 &digest(4),
-                &with_cooldown
+                &with_cooldown,
+                otpgate::store::SmsCount {
+                    rates: &[],
+                    ticket: &otpgate::store::Ticket::new(),
+                },
             )
             .await
             .unwrap(),

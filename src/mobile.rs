@@ -1,4 +1,5 @@
-//! Mobile numbers: the one normal form every store key and token uses.
+//! Mobile numbers: the one normal form every store key and token uses, and
+//! their calling codes (from libphonenumber's data).
 
 use crate::api::ApiError;
 
@@ -34,6 +35,18 @@ pub fn normalize(input: &str, default_country_code: Option<&str>) -> Result<Stri
         }
         (false, None) => Ok(digits.to_owned()),
     }
+}
+
+/// The E.164 calling code (1, 44, 91, ...) of a normalized mobile, as
+/// libphonenumber's data assigns it; `None` without a `+` or when no calling
+/// code starts the number.
+pub fn calling_code(mobile: &str) -> Option<u16> {
+    if !mobile.starts_with('+') {
+        return None;
+    }
+    phonenumber::parse(None, mobile)
+        .ok()
+        .map(|number| number.code().value())
 }
 
 /// The last four digits only, for logs.
@@ -77,6 +90,22 @@ mod tests {
             assert!(normalize(bad, None).is_err(), "{bad:?} accepted");
         }
         assert!(normalize("987654321012345", Some("+91")).is_err());
+    }
+
+    #[test]
+    fn calling_codes_come_from_the_number_plan() {
+        for (mobile, code) in [
+            ("+15550001111", Some(1)),
+            ("+447700900123", Some(44)),
+            ("+919876543210", Some(91)),
+            ("+12425550123", Some(1)),
+            ("+3544211234", Some(354)),
+            ("+8613800138000", Some(86)),
+            ("9876543210", None),
+            ("+9991234567", None),
+        ] {
+            assert_eq!(calling_code(mobile), code, "{mobile}");
+        }
     }
 
     #[test]
