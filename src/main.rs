@@ -100,14 +100,26 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, filter_fn};
+    use tracing_subscriber::prelude::*;
     // Pingora's per-failure health check lines are long; keep its chatter at warn.
     let filter = EnvFilter::try_from_env("OTPGATE_LOG").unwrap_or_else(|_| {
         EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora_load_balancing=error")
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+    // Other crates' debug and trace lines print what they carry (Pingora the
+    // request headers with their tokens, HTTP clients their credentials): at
+    // any OTPGATE_LOG only otpgate's own lines go below info.
+    let own_lines_only = filter_fn(|meta| {
+        *meta.level() <= LevelFilter::INFO || meta.target().starts_with("otpgate")
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .with_filter(own_lines_only),
+        )
         .init();
 }
 

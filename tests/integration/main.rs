@@ -4,6 +4,7 @@
 
 mod common;
 
+mod abuse;
 mod auth_endpoints;
 mod cli;
 mod hardening;

@@ -524,6 +524,8 @@ pub struct GatewaySpec {
     pub server: String,
     /// More keys of the `jwt` section, e.g. `algorithm: ES256, keys: [...]`.
     pub jwt: String,
+    /// `OTPGATE_LOG` instead of the tests' usual filter.
+    pub log: Option<String>,
 }
 
 impl GatewaySpec {
@@ -536,6 +538,7 @@ impl GatewaySpec {
             extra: String::new(),
             server: String::new(),
             jwt: String::new(),
+            log: None,
         }
     }
 
@@ -618,8 +621,11 @@ const SEED_VARS: [&str; 13] = [
     "TWILIO_PHONE_NUMBER",
 ];
 
+/// The log filter of test gateways unless a spec sets its own.
+const TEST_LOG: &str = "info,pingora_core=error,pingora_proxy=error,pingora_load_balancing=off";
+
 /// `otpgate serve` of the `gateway.yaml` in `dir`, logging to files there.
-fn spawn_gateway(dir: &Path) -> Child {
+fn spawn_gateway(dir: &Path, log: &str) -> Child {
     let append = |name: &str| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -630,10 +636,7 @@ fn spawn_gateway(dir: &Path) -> Child {
     otpgate(dir)
         .arg("--config")
         .arg(dir.join("gateway.yaml"))
-        .env(
-            "OTPGATE_LOG",
-            "info,pingora_core=error,pingora_proxy=error,pingora_load_balancing=off",
-        )
+        .env("OTPGATE_LOG", log)
         .stdout(Stdio::from(append("stdout.log")))
         .stderr(Stdio::from(append("stderr.log")))
         .spawn()
@@ -673,7 +676,7 @@ impl Gateway {
         let (addr, admin) = (free_addr(), free_addr());
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, spec.render(addr, admin)).unwrap();
-        let child = spawn_gateway(dir.path());
+        let child = spawn_gateway(dir.path(), spec.log.as_deref().unwrap_or(TEST_LOG));
         let mut gateway = Self {
             addr,
             admin,
@@ -692,7 +695,8 @@ impl Gateway {
     /// Stops the process and starts it again: same config, ports and files.
     pub async fn restart(&mut self) {
         self.kill();
-        self.child = spawn_gateway(self.dir.path());
+        let log = self.spec.log.as_deref().unwrap_or(TEST_LOG);
+        self.child = spawn_gateway(self.dir.path(), log);
         self.wait_until_listening().await;
     }
 
