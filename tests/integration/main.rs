@@ -9,6 +9,7 @@ mod auth_endpoints;
 mod cli;
 mod hardening;
 mod multi_instance;
+mod no_secrets;
 mod proxy;
 mod sessions;
 mod signing_keys;
