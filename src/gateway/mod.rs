@@ -11,6 +11,7 @@ mod respond;
 pub mod router;
 mod slow_clients;
 mod snapshot;
+mod upgrade;
 
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! The life of a request, one Pingora phase at a time:
 //! `request_filter` builds the request context, normalises the path, and
 //! answers auth endpoints, unknown routes and refused tokens itself;
-//! `upstream_peer` picks a healthy upstream round robin;
+//! `upstream_peer` picks a healthy upstream round robin (an upgrade gets a
+//! connection of its own, see `upgrade`);
 //! `upstream_request_filter` rewrites the path and the identity and
 //! forwarding headers; `fail_to_proxy` turns upstream failures into JSON;
 //! `logging` records.
@@ -23,6 +24,7 @@ use super::headers;
 use super::respond::{content_length, send_error, send_json};
 use super::slow_clients::DeadlineStream;
 use super::snapshot::{Live, Route, Snapshot};
+use super::upgrade::{self, UpgradeGate};
 use crate::api::ApiError;
 use crate::auth::AuthServices;
 use crate::auth::access::{Principal, Rejection, Requirement};
@@ -61,6 +63,8 @@ pub struct RequestCtx {
     principal: Option<Arc<Principal>>,
     tried: Vec<PeerAddr>,
     upstream: Option<PeerAddr>,
+    /// An upgrade's upstream connection's gate (see `upgrade`).
+    upgrade_gate: Option<Arc<UpgradeGate>>,
 }
 
 impl Gateway {
@@ -242,6 +246,7 @@ impl ProxyHttp for Gateway {
             principal: None,
             tried: Vec::new(),
             upstream: None,
+            upgrade_gate: None,
         }
     }
 
@@ -325,7 +330,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let route = ctx
@@ -358,6 +363,11 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        // Pingora 0.9.1 can close an upgrade right after its 101 when the
+        // upstream answers at once (`proxy_handle_upstream`): see `upgrade`.
+        if session.is_upgrade_req() && request_body_is_empty(session) {
+            ctx.upgrade_gate = Some(upgrade::gate(&mut peer, route.connect_timeout));
+        }
         ctx.tried.push(backend.addr.clone());
         ctx.upstream = Some(backend.addr);
         Ok(Box::new(peer))
@@ -418,6 +428,10 @@ impl ProxyHttp for Gateway {
                 Error::explain(ErrorType::InternalError, "normalised path is not a URI")
             })?;
             upstream_request.set_uri(target);
+        }
+        // The request header is written next, once the filters are done.
+        if let Some(gate) = &ctx.upgrade_gate {
+            gate.arm();
         }
         Ok(())
     }
