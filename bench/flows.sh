@@ -9,8 +9,11 @@
 # OTPGATE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/). A database of its
 # own is created and dropped; Redis keys live under a prefix of their own.
 #
+# Every abuse limit is on (LIMITS=off turns them off, for comparison), with
+# counts no run reaches: what is measured is their cost.
+#
 # Knobs: CONCURRENCY="4 16 64", SECONDS_PER_RUN=10, THREADS=2 (gateway
-# worker threads), BACKENDS="embedded mysql_redis", SKIP_BUILD=1.
+# worker threads), BACKENDS="embedded mysql_redis", LIMITS=on, SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +21,12 @@ CONCURRENCY=${CONCURRENCY:-"4 16 64"}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 THREADS=${THREADS:-2}
 BACKENDS=${BACKENDS:-"embedded mysql_redis"}
+LIMITS=${LIMITS:-on}
+case "$LIMITS" in
+  on) limits='{ sms_per_mobile: ["5/1h"], sms_per_ip: ["100000000/1h"], sms_per_country: ["100000000/1h"], sms_global: ["100000000/24h"], verify_per_ip: ["100000000/1h"] }' ;;
+  off) limits='{ sms_per_mobile: [], sms_per_ip: [], sms_per_country: [], sms_global: [], verify_per_ip: [], lockout: { burned: 0 } }' ;;
+  *) echo "flows: LIMITS must be on or off" >&2; exit 1 ;;
+esac
 MYSQL_URL=${OTPGATE_BENCH_MYSQL_URL:-mysql://root@127.0.0.1:3306/}
 REDIS_URL=${OTPGATE_BENCH_REDIS_URL:-redis://127.0.0.1:6379/}
 PORT=18190
@@ -74,6 +83,7 @@ server: { listen: "127.0.0.1:$PORT", threads: $THREADS, access_log: false }
 storage: $storage
 sms: { provider: file, file_path: "$dir/sms.jsonl" }
 jwt: { secret: "flows-bench-secret-0123456789abcdef0123" }
+limits: $limits
 routes: []
 EOF
   (cd "$dir" && exec env -u PORT -u SECRET_KEY -u DB_USER -u DB_PASSWORD -u DB_HOST -u DB_PORT -u DB_NAME \
@@ -109,4 +119,5 @@ for backend in $BACKENDS; do
     stop_gateway
   done
 done
-echo "round trips: MySQL statements + Redis scripts per complete flow (mysql_redis only)"
+echo "round trips: MySQL statements + Redis scripts per complete flow (mysql_redis only);"
+echo "  the counters of one send are one pipeline: several scripts, one round trip"

@@ -453,3 +453,17 @@ async fn security_events_are_audited(store: Store) {
     assert_eq!(find("token_rejected")["reason"], "invalid");
     assert_eq!(find("locked_out")["mobile"], "***0002");
 }
+
+#[test]
+fn production_refuses_to_start_with_test_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server: {{ environment: production }}\njwt: {{ secret: {SECRET:?} }}\notp: {{ test_numbers: {{ \"+15550000001\": \"123456\" }} }}\nroutes: []\n"
+    );
+    let stderr = check_refused(dir.path(), &yaml);
+    assert!(stderr.contains("otp.test_numbers"), "{stderr}");
+    assert!(
+        !stderr.contains("123456"),
+        "the fixed OTP was printed: {stderr}"
+    );
+}

@@ -7,6 +7,7 @@ mod common;
 mod abuse;
 mod auth_endpoints;
 mod cli;
+mod fuzz;
 mod hardening;
 mod multi_instance;
 mod no_secrets;

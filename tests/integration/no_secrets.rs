@@ -60,7 +60,14 @@ async fn nothing_secret_is_logged(store: Store) {
     let gw = spec.start().await;
     let mobile = "+15550410001";
     let otp_of = |n: usize| sent_otps(&api).get(n).cloned().unwrap();
-    let wrong = |otp: &str| if otp == "00000000" { "11111111" } else { "00000000" }.to_owned();
+    let wrong = |otp: &str| {
+        if otp == "00000000" {
+            "11111111"
+        } else {
+            "00000000"
+        }
+        .to_owned()
+    };
 
     let mut tokens: Vec<String> = Vec::new();
     let register = json!({"mobile": mobile, "first_name": "No", "last_name": "Secret", "email": "no.secret@example.com"});
