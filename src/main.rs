@@ -100,7 +100,7 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::filter::{LevelFilter, filter_fn};
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     // Pingora's per-failure health check lines are long; keep its chatter at warn.
     let filter = EnvFilter::try_from_env("OTPGATE_LOG").unwrap_or_else(|_| {
@@ -108,17 +108,19 @@ fn init_logging() {
     });
     // Other crates' debug and trace lines print what they carry (Pingora the
     // request headers with their tokens, HTTP clients their credentials): at
-    // any OTPGATE_LOG only otpgate's own lines go below info.
-    let own_lines_only = filter_fn(|meta| {
-        *meta.level() <= LevelFilter::INFO || meta.target().starts_with("otpgate")
-    });
+    // any OTPGATE_LOG only otpgate's own lines go below info. Both filters
+    // are static, so the combination keeps their cached per-callsite answers
+    // and the most verbose level either allows (info by default), below
+    // which the `log` macros of Pingora cost nothing.
+    let own_lines_only = Targets::new()
+        .with_target("otpgate", LevelFilter::TRACE)
+        .with_default(LevelFilter::INFO);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
-                .with_filter(filter)
-                .with_filter(own_lines_only),
+                .with_filter(filter.and(own_lines_only)),
         )
         .init();
 }
