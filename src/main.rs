@@ -125,6 +125,37 @@ fn init_logging() {
         .init();
 }
 
+/// `sms_per_mobile 5/1h,10/24h  sms_per_ip off ...`: what `check` shows of `limits`.
+fn limits_summary(l: &otpgate::config::LimitsConfig) -> String {
+    let rates = |rates: &[otpgate::store::Rate]| {
+        if rates.is_empty() {
+            return "off".to_owned();
+        }
+        let each: Vec<String> = rates
+            .iter()
+            .map(|r| format!("{}/{}", r.count, humantime::format_duration(r.window)))
+            .collect();
+        each.join(",")
+    };
+    let lockout = l.lockout.map_or("off".to_owned(), |o| {
+        format!(
+            "{} burned in {} -> {}",
+            o.burned,
+            humantime::format_duration(o.window),
+            humantime::format_duration(o.duration)
+        )
+    });
+    format!(
+        "sms_per_mobile {}  sms_per_ip {}  sms_per_country {}  sms_global {}  verify_per_ip {}  lockout {lockout}  trusted_proxies {}",
+        rates(&l.sms_per_mobile),
+        rates(&l.sms_per_ip),
+        rates(&l.sms_per_country),
+        rates(&l.sms_global),
+        rates(&l.verify_per_ip),
+        l.trusted_proxies.len()
+    )
+}
+
 fn describe(path: &std::path::Path, config: &Config) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -151,6 +182,7 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
         config.sms.provider.name(),
         config.jwt.signing.algorithm()
     );
+    let _ = writeln!(out, "limits {}", limits_summary(&config.limits));
     let endpoints = otpgate::auth::endpoints::EndpointTable::new(&config.auth.path_prefix);
     let _ = writeln!(
         out,

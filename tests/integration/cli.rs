@@ -41,6 +41,12 @@ fn check_prints_the_route_table() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("OK"), "{stdout}");
+    // The limits in force, defaults included.
+    assert!(
+        stdout.contains("limits sms_per_mobile 5/1h,10/1day  sms_per_ip off")
+            && stdout.contains("lockout 3 burned in 1h -> 1h"),
+        "{stdout}"
+    );
     let api = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("api "))
