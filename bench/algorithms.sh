@@ -25,6 +25,8 @@ done
 if [[ ! -x $OTPGATE_BIN ]]; then
     cargo build --release --bin otpgate
 fi
+# Absolute: otpgate is started from its work directory.
+OTPGATE_BIN=$(realpath "$OTPGATE_BIN")
 
 # shellcheck source=tools/common.sh
 . bench/tools/common.sh

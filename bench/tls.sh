@@ -25,6 +25,8 @@ for tool in nginx haproxy wrk h2load curl python3 openssl taskset; do
         { echo "tls.sh: $tool is needed (apt-get install nginx-light haproxy wrk nghttp2-client)" >&2; exit 1; }
 done
 [[ -x $OTPGATE_BIN ]] || cargo build --release --bin otpgate
+# Absolute: otpgate is started from the work directory.
+OTPGATE_BIN=$(realpath "$OTPGATE_BIN")
 
 # shellcheck source=tools/common.sh
 . bench/tools/common.sh
