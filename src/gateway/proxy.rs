@@ -271,7 +271,6 @@ impl ProxyHttp for Gateway {
             Ok(Cow::Borrowed(_)) => None,
             Ok(Cow::Owned(normal)) => Some(normal),
             Err(invalid) => {
-                ctx.context = Some(context);
                 send_error(session, &ApiError::InvalidPath(invalid)).await?;
                 return Ok(true);
             }
@@ -283,18 +282,15 @@ impl ProxyHttp for Gateway {
             Lookup::Found(spec, params) => {
                 let params = params.into_iter().map(str::to_owned).collect();
                 ctx.endpoint = Some(spec);
-                ctx.context = Some(context.clone());
                 self.serve_auth(session, spec, params, context).await?;
                 return Ok(true);
             }
             Lookup::WrongMethod(error) => {
-                ctx.context = Some(context);
                 send_error(session, &error).await?;
                 return Ok(true);
             }
             Lookup::NotAuth => {}
         }
-        ctx.context = Some(context);
         let Some(route) = snapshot.router.find(request_host(header), path) else {
             send_error(session, &ApiError::NoRoute).await?;
             return Ok(true);
@@ -309,11 +305,7 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Err(rejection) => {
-                let error = match &ctx.context {
-                    Some(context) => self.rejected(context, rejection),
-                    None => rejection.into(),
-                };
-                send_error(session, &error).await?;
+                send_error(session, &self.rejected(&context, rejection)).await?;
                 Ok(true)
             }
         }

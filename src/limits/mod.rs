@@ -33,16 +33,4 @@ impl Limit {
             Self::Lockout => "lockout",
         }
     }
-
-    /// The counter's kind in store keys. The OTP store keeps the mobile's
-    /// SMS count and the lockout itself.
-    fn counter(self) -> &'static str {
-        match self {
-            Self::SmsPerIp => "sms_ip",
-            Self::SmsPerCountry => "sms_country",
-            Self::SmsGlobal => "sms_global",
-            Self::VerifyPerIp => "verify_ip",
-            Self::SmsPerMobile | Self::Lockout => "",
-        }
-    }
 }

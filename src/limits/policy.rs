@@ -51,19 +51,25 @@ impl Limiter {
 
     fn sms_buckets<'a>(&'a self, s: &'a Subjects) -> Vec<(Limit, Bucket<'a>)> {
         let l = &self.limits;
+        // (limit, counter kind in store keys, subject, rates)
         let mut buckets = vec![
-            (Limit::SmsPerCountry, &s.country[..], &l.sms_per_country[..]),
-            (Limit::SmsGlobal, "", &l.sms_global),
+            (
+                Limit::SmsPerCountry,
+                "sms_country",
+                &s.country[..],
+                &l.sms_per_country[..],
+            ),
+            (Limit::SmsGlobal, "sms_global", "", &l.sms_global),
         ];
         if let Some(ip) = &s.ip {
-            buckets.insert(0, (Limit::SmsPerIp, ip, &l.sms_per_ip));
+            buckets.insert(0, (Limit::SmsPerIp, "sms_ip", ip, &l.sms_per_ip));
         }
         buckets
             .into_iter()
-            .filter(|(_, _, rates)| !rates.is_empty())
-            .map(|(limit, subject, rates)| {
+            .filter(|(_, _, _, rates)| !rates.is_empty())
+            .map(|(limit, kind, subject, rates)| {
                 let bucket = Bucket {
-                    kind: limit.counter(),
+                    kind,
                     subject,
                     rates,
                 };
@@ -104,7 +110,7 @@ impl Limiter {
         };
         let subject = ip_subject(ip);
         let bucket = Bucket {
-            kind: Limit::VerifyPerIp.counter(),
+            kind: "verify_ip",
             subject: &subject,
             rates: &self.limits.verify_per_ip,
         };

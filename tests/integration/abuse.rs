@@ -8,30 +8,6 @@ use crate::common::*;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(crate::common::Store::Embedded).await;
-                }
-            )+
-        }
-        mod mysql_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let Some(store) = crate::common::Store::mysql_redis().await else {
-                        return;
-                    };
-                    super::$scenario(store).await;
-                }
-            )+
-        }
-    };
-}
-
 on_both_backends!(
     fifty_parallel_sends_never_exceed_a_limit_of_ten,
     the_mobile_limit_counts_only_sent_otps,

@@ -11,18 +11,7 @@ use serde_json::{Value, json};
 
 const TWILIO_TOKEN: &str = "twilio-auth-token-4f9a0c2e71b3";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn embedded_logs_hold_no_secret() {
-    nothing_secret_is_logged(Store::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn mysql_redis_logs_hold_no_secret() {
-    let Some(store) = Store::mysql_redis().await else {
-        return;
-    };
-    nothing_secret_is_logged(store).await;
-}
+on_both_backends!(nothing_secret_is_logged);
 
 /// The 8-digit codes in the SMS bodies Twilio was asked to send.
 fn sent_otps(api: &FakeSmsApi) -> Vec<String> {

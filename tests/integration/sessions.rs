@@ -9,31 +9,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// Each scenario is an `async fn(Store)`; this makes one test per backend.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(crate::common::Store::Embedded).await;
-                }
-            )+
-        }
-        mod mysql_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    let Some(store) = crate::common::Store::mysql_redis().await else {
-                        return;
-                    };
-                    super::$scenario(store).await;
-                }
-            )+
-        }
-    };
-}
-
 on_both_backends!(
     refresh_rotates_and_a_reuse_within_the_grace_revokes_nothing,
     a_reuse_past_the_grace_revokes_the_session,

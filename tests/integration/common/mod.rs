@@ -1029,3 +1029,30 @@ pub mod tls {
         connector.connect(name, tcp).await.unwrap()
     }
 }
+
+/// Each scenario is an `async fn(Store)`; this makes one test per backend,
+/// in modules `embedded` and `mysql_redis` of the calling module.
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::$scenario(crate::common::Store::Embedded).await;
+                }
+            )+
+        }
+        mod mysql_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    let Some(store) = crate::common::Store::mysql_redis().await else {
+                        return;
+                    };
+                    super::$scenario(store).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_backends;
